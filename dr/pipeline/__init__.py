@@ -1,0 +1,1 @@
+"""Runs: plan, execution on Ray, markers, resume, status, preview, export."""

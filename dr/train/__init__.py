@@ -1,0 +1,1 @@
+"""Models, data loading for training and the training loops (reads shards; nothing of render or pipeline)."""
