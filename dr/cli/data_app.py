@@ -1,0 +1,29 @@
+"""`dr-data`: make training data (assets, scenes; rendering and runs arrive with their issues)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dr.cli import assets_cmd, scenes_cmd
+from dr.cli.runner import run
+
+app = typer.Typer(
+    name="dr-data",
+    help="Make training data for neural inverse and forward rendering: asset manifests, scene specs, "
+         "path-traced clips with exact G-buffers. Errors exit with status 2 and one line.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(assets_cmd.app, name="assets")
+app.add_typer(scenes_cmd.app, name="scenes")
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(app, "dr-data", argv))
+
+
+if __name__ == "__main__":
+    main()

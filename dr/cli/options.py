@@ -1,0 +1,46 @@
+"""Options shared by several commands, and the config plumbing behind them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional, TypeVar
+
+import typer
+
+from dr.config import PRESETS, CommandConfig, config_yaml, resolve_config
+
+PresetOpt = Annotated[
+    Optional[str],
+    typer.Option("--preset", help=f"named settings: {', '.join(PRESETS)} (default: paper, 512x512, 24 frames)",
+                 show_default=False),
+]
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="YAML file of config sections, applied over the preset", show_default=False),
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="override one value, dotted.key=value (YAML value); repeatable, applied last",
+                 show_default=False),
+]
+PrintConfigOpt = Annotated[
+    bool,
+    typer.Option("--print-config", help="print the effective config (YAML) and its hash, then exit"),
+]
+CacheOpt = Annotated[
+    Optional[Path],
+    typer.Option("--cache-dir", help="cache folder (built-in assets, probe journal); default $DR_CACHE_DIR or ~/.cache/dr",
+                 show_default=False),
+]
+
+C = TypeVar("C", bound=CommandConfig)
+
+
+def effective_config(model: type[C], preset: str | None, config: Path | None, sets: list[str] | None,
+                     print_config: bool) -> C:
+    """Resolve the command's config; with --print-config print it and exit 0."""
+    cfg = resolve_config(model, preset, config, sets or [])
+    if print_config:
+        typer.echo(config_yaml(cfg), nl=False)
+        raise typer.Exit(0)
+    return cfg

@@ -1,0 +1,44 @@
+"""Rich progress displays (on stderr, so stdout stays clean for data)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+@contextmanager
+def probe_progress(title: str = "probing assets") -> Iterator[tuple]:
+    """Yields (on_start(total), on_done(record, reused)) callbacks for build_manifest."""
+    counts = {"ok": 0, "quarantined": 0, "reused": 0}
+    with _progress() as bar:
+        task = bar.add_task(title, total=None, note="")
+
+        def on_start(total: int) -> None:
+            bar.update(task, total=total)
+
+        def on_done(record, reused: bool) -> None:
+            counts[record.status] += 1
+            counts["reused"] += int(reused)
+            bar.update(task, advance=1, note=f"ok {counts['ok']}  quarantined {counts['quarantined']}  "
+                                             f"reused {counts['reused']}")
+
+        yield on_start, on_done
+
+
+@contextmanager
+def count_progress(title: str, total: int) -> Iterator:
+    """Yields advance() for a plain counted loop."""
+    with _progress() as bar:
+        task = bar.add_task(title, total=total, note="")
+        yield lambda n=1: bar.update(task, advance=n)

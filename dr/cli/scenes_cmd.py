@@ -1,0 +1,79 @@
+"""`dr-data scenes ...`: sample SceneSpecs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dr.cli.options import CacheOpt, ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config
+from dr.errors import UserError
+
+app = typer.Typer(help="Sample scene specs (the renderer-agnostic description of one clip).", no_args_is_help=True)
+
+
+def load_or_build_manifest(manifest: Path | None, cache_dir: Path | None):
+    """The given manifest, or the built-in one (built into the cache on first use)."""
+    from dr.assets_manifest.build import AssetsBuildConfig, builtin_manifest_path, ensure_builtin_manifest
+    from dr.assets_manifest.manifest import load_manifest
+    from dr.cache import cache_dir as resolve_cache
+    from dr.cli.progress import probe_progress
+
+    if manifest is not None:
+        return load_manifest(manifest)
+    cache = resolve_cache(cache_dir)
+    path = builtin_manifest_path(cache, AssetsBuildConfig())
+    if not path.is_file():
+        with probe_progress("building the built-in manifest (once)") as (on_start, on_done):
+            ensure_builtin_manifest(cache, on_done=on_done, on_start=on_start)
+    return load_manifest(path)
+
+
+@app.command("sample")
+def sample(
+    seed: Annotated[int, typer.Option("--seed", min=0, help="run seed")] = 0,
+    index: Annotated[int, typer.Option("--index", min=0, help="clip index (the first one with --n)")] = 0,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="sample clips index .. index+N-1, one JSON per line", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write to this file (JSON lines) instead of stdout", show_default=False)] = None,
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", help="asset manifest; default: the built-in one", show_default=False)] = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    print_config: PrintConfigOpt = False,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Print the SceneSpec of clip INDEX of a run with SEED (JSON), or write N of them."""
+    from dr.cli.progress import console, count_progress
+    from dr.scenes.config import ScenesSampleConfig
+    from dr.scenes.sampler import check_manifest, sample_scene
+
+    cfg = effective_config(ScenesSampleConfig, preset, config, set_, print_config)
+    if out is not None:
+        out = out.expanduser().absolute()
+        if out.is_dir():
+            raise UserError(f"--out {str(out)!r} is a folder; give a file name such as {out / 'scenes.jsonl'}")
+        if not out.parent.is_dir():
+            raise UserError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} does not exist")
+        if not os.access(out.parent, os.W_OK):
+            raise UserError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} is not writable")
+    m = load_or_build_manifest(manifest, cache_dir)
+    check_manifest(cfg.scene, m)
+
+    count = n or 1
+    if out is None:
+        for k in range(index, index + count):
+            spec = sample_scene(cfg.scene, m, seed, k)
+            typer.echo(spec.to_json(indent=None if n else 2))
+        return
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f, count_progress("sampling scenes", count) as advance:
+            for k in range(index, index + count):
+                f.write(sample_scene(cfg.scene, m, seed, k).to_json() + "\n")
+                advance()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    console.print(f"[bold green]wrote[/] {count} scene specs to {out} (seed {seed}, clips {index}..{index + count - 1})")

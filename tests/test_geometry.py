@@ -1,0 +1,53 @@
+"""Camera math against hand-worked answers in the DESIGN.md conventions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dr.scenes.geometry import intrinsics, look_at, project, segment_hits_cylinder
+
+
+def test_look_at_uses_opengl_camera_axes():
+    c2w = look_at(eye=(5.0, 0.0, 0.0), target=(0.0, 0.0, 0.0))
+    x, y, z = c2w[:3, 0], c2w[:3, 1], c2w[:3, 2]
+    assert np.allclose(z, [1, 0, 0])  # +z towards the viewer: the camera looks along -z, at the origin
+    assert np.allclose(y, [0, 0, 1])  # +y up
+    assert np.allclose(x, [0, 1, 0])  # +x right: looking along -x with z up, the right is +y
+    assert np.allclose(c2w[:3, 3], [5, 0, 0])
+
+
+def test_projection_of_known_points():
+    W, H = 640, 480
+    K = intrinsics(W, H, fov_deg=90.0)  # across the larger side: f = 320
+    assert K[0, 0] == pytest.approx(320.0) and (K[0, 2], K[1, 2]) == (320.0, 240.0)
+    c2w = look_at(eye=(0.0, -2.0, 0.0), target=(0.0, 0.0, 0.0))  # looks along +y; right is +x, up is +z
+    pts = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [2.0, 2.0, 0.0], [0, -3.0, 0]])
+    col, row, depth = project(pts, c2w, K)
+    assert np.allclose(depth[:4], [2, 2, 2, 4]) and depth[4] < 0
+    assert (col[0], row[0]) == pytest.approx((320, 240))  # the target: the image centre
+    assert (col[1], row[1]) == pytest.approx((320 + 320 * 1 / 2, 240))  # right of the target
+    assert (col[2], row[2]) == pytest.approx((320, 240 - 320 * 1 / 2))  # above: a smaller row
+    assert (col[3], row[3]) == pytest.approx((320 + 320 * 2 / 4, 240))
+    # a ray through the image's left edge at 45 degrees off axis lands on column 0
+    col, _, _ = project(np.array([[-1.0, 0.0, 0.0]]), look_at((0, -1.0, 0), (0, 0, 0)), K)
+    assert col[0] == pytest.approx(0.0)
+
+
+def test_roll_turns_the_image():
+    c2w = look_at((0.0, -2.0, 0.0), (0, 0, 0), roll_rad=np.pi / 2)
+    assert np.allclose(c2w[:3, 1], [-1, 0, 0], atol=1e-12) or np.allclose(c2w[:3, 1], [1, 0, 0], atol=1e-12)
+    assert np.allclose(c2w[:3, 2], [0, -1, 0])
+
+
+def test_segment_cylinder_cases():
+    c, r, h = np.array([0.0, 0.0]), 1.0, 2.0
+    hit = lambda a, b: segment_hits_cylinder(np.array(a, float), np.array(b, float), c, r, h)  # noqa: E731
+    assert hit([-3, 0, 1], [3, 0, 1])  # straight through
+    assert not hit([-3, 0, 3], [3, 0, 3])  # above it
+    assert not hit([-3, 2, 1], [3, 2, 1])  # beside it
+    assert not hit([-3, 0, 1], [-2, 0, 1])  # stops short
+    assert hit([-3, 0, 5], [3, 0, -1])  # slanted: z crosses [0, 2] inside
+    assert not hit([-3, 0, 9], [3, 0, 7])
+    assert hit([0.5, 0, 5], [0.5, 0, 1])  # vertical inside
+    assert not hit([0.5, 0, 5], [0.5, 0, 3])
