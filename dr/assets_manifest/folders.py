@@ -34,7 +34,7 @@ _FORMAT_RANK = {".png": 0, ".exr": 1, ".tif": 2, ".tiff": 2, ".jpg": 3, ".jpeg":
 
 
 def _safe(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+/-]", "_", s)
+    return re.sub(r"[^A-Za-z0-9_.:+/-]", "_", s)
 
 
 def require_dir(path: str | Path, what: str) -> Path:

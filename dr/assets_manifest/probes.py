@@ -64,8 +64,8 @@ GLTF_TO_ZUP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 
 
 def probe_object(record: AssetRecord, max_triangles: int, cache: str | None = None) -> AssetRecord:
-    """Load a GLB/glTF with trimesh; check finite, non-degenerate bounds and the triangle
-    budget; measure the bounds in Z-up metres (as Blender's importer places it) and the
+    """Load a GLB/glTF with trimesh and decode its textures; check finite, non-degenerate
+    bounds and the triangle budget; measure the bounds in Z-up metres (as Blender's importer places it) and the
     radius of its footprint about the vertical axis through the bounds' centre."""
     import trimesh
 
@@ -76,7 +76,7 @@ def probe_object(record: AssetRecord, max_triangles: int, cache: str | None = No
     except Exception as e:  # trimesh raises many types on corrupt input
         msg = " ".join(str(e).split())[:160] or type(e).__name__
         raise ProbeFailure(f"does not load as glTF: {msg}") from None
-    chunks, triangles, instances, textures = [], 0, 0, set()
+    chunks, triangles, instances, textures, decoded = [], 0, 0, set(), set()
     for node in scene.graph.nodes_geometry:
         transform, name = scene.graph[node]
         geom = scene.geometry.get(name)
@@ -89,9 +89,15 @@ def probe_object(record: AssetRecord, max_triangles: int, cache: str | None = No
         v = np.asarray(geom.vertices, dtype=np.float64)
         chunks.append(v @ transform[:3, :3].T + transform[:3, 3])
         mat = getattr(geom.visual, "material", None)
-        for attr in ("baseColorTexture", "metallicRoughnessTexture", "normalTexture", "image"):
+        for attr in ("baseColorTexture", "metallicRoughnessTexture", "normalTexture", "emissiveTexture",
+                     "occlusionTexture", "image"):
             img = getattr(mat, attr, None)
-            if img is not None and hasattr(img, "size"):
+            if img is not None and hasattr(img, "size") and id(img) not in decoded:
+                try:
+                    img.load()  # trimesh opens embedded images lazily; the renderer will decode them
+                except Exception as e:
+                    raise ProbeFailure(f"embedded {attr} does not decode: {' '.join(str(e).split())[:120]}") from None
+                decoded.add(id(img))
                 textures.add(tuple(int(x) for x in img.size))
     if triangles == 0:
         raise ProbeFailure("has no triangles")
