@@ -16,10 +16,12 @@ from dr.assets_manifest.builtin import patterns as P
 from dr.assets_manifest.builtin.library import ensure_library, library_dir, library_key
 from dr.assets_manifest.resolve import resolve_uri
 
-# sha256 over the library's files (its COMPLETE file) for the default seed and texture size.
-# The library is promised to be identical on every machine with the pinned dependencies
-# (constraints.txt); if this changes on purpose, bump LIBRARY_VERSION and update it.
-GOLDEN_LIBRARY_DIGEST = None  # filled in below from a reference machine
+# The library and its manifest are promised to be identical on every machine with the pinned
+# dependencies (constraints.txt). These digests were made on the development machine; a CI
+# machine that disagrees has found nondeterminism. If the library changes on purpose, bump
+# LIBRARY_VERSION and update them.
+GOLDEN_LIBRARY_DIGEST = "6c0e103c3f64fad43a2264f94c3d2fea0d1cd1f9a1186603fc523049d9541a95"  # its COMPLETE file
+GOLDEN_MANIFEST_SHA256 = "64ae1b7f24d94f75a31b7180f0b30e8537a5577f24e0e951a28f842ab3af2fb7"
 
 
 def test_counts_and_status(builtin_manifest):
@@ -148,8 +150,7 @@ def test_library_is_cached_and_reproducible(cache_dir, tmp_path):
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
-    if GOLDEN_LIBRARY_DIGEST:
-        assert (first / "COMPLETE").read_text().strip() == GOLDEN_LIBRARY_DIGEST
+    assert (first / "COMPLETE").read_text().strip() == GOLDEN_LIBRARY_DIGEST
 
 
 def test_builtin_manifest_is_machine_independent(builtin_manifest, tmp_path):
@@ -159,6 +160,7 @@ def test_builtin_manifest_is_machine_independent(builtin_manifest, tmp_path):
 
     other = ensure_builtin_manifest(tmp_path / "cache2")
     assert other.read_bytes() == builtin_manifest.path.read_bytes()
+    assert builtin_manifest.digest() == GOLDEN_MANIFEST_SHA256
     assert str(tmp_path) not in other.read_text() and os.path.expanduser("~") not in other.read_text()
 
 
