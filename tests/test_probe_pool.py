@@ -14,6 +14,8 @@ from dr.assets_manifest.probe_pool import ProbeJournal, fingerprint, probe_all
 def _misbehaving_probe(record: AssetRecord, max_triangles: int, cache) -> AssetRecord:
     """A stand-in for a decoder that hangs or crashes on some files (the pool is under test)."""
     if record.id.endswith("hang"):
+        if os.path.isdir(record.uri):  # tell the test the probe is under way
+            open(os.path.join(record.uri, f"started-{os.getpid()}"), "w").close()
         time.sleep(60)
     if record.id.endswith("crash"):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -79,3 +81,26 @@ def test_a_torn_journal_line_is_ignored(tmp_path):
     path.write_text('{"key": "abc", "record": {"id": "test:x", "kind": "hdri", "source": "t", "uri": "/x"}}\n{"key": "de')
     journal = ProbeJournal(path, {})
     assert list(journal.done) == ["abc"]
+
+
+def test_ctrl_c_stops_the_build_without_waiting_for_pending_probes(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); from test_probe_pool import _misbehaving_probe, _rec; "
+        "from dr.assets_manifest.probe_pool import probe_all; "
+        f"probe_all([_rec(f'{{i}}-hang', {str(tmp_path)!r}) for i in range(6)], max_triangles=1, timeout_s=60, "
+        "workers=1, cache=None, probe_fn=_misbehaving_probe)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("started-*")):  # the first probe is hanging in its worker
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    assert time.monotonic() - start < 10  # not 6 x 60 s of pending probes
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr.read()

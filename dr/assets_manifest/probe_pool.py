@@ -123,7 +123,8 @@ def probe_all(
         else:
             todo.append((i, key))
     if todo:
-        with ProcessPool(max_workers=max(1, workers), initializer=_quiet_worker) as pool:
+        pool = ProcessPool(max_workers=max(1, workers), initializer=_quiet_worker)
+        try:
             futures = [(i, key, pool.schedule(probe_fn, args=(records[i], max_triangles, cache), timeout=timeout_s))
                        for i, key in todo]
             for i, key, fut in futures:
@@ -143,6 +144,10 @@ def probe_all(
                 if journal and not (res.status == "quarantined" and (res.reason or "").startswith("probe ")):
                     journal.add(key, res)
                 on_done and on_done(res, False)
-    if journal:
-        journal.close()
+            pool.close()
+        finally:
+            pool.stop()  # on Ctrl-C or an error: drop pending probes instead of finishing them all
+            pool.join()
+            if journal:
+                journal.close()
     return [r for r in out if r is not None]
