@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dr.errors import UserError
 
@@ -47,7 +47,7 @@ class Section(BaseModel):
 class CommandConfig(Section):
     """Base of a command's config. ``preset`` names the table applied under the file and --set."""
 
-    preset: str = DEFAULT_PRESET
+    preset: str = Field(DEFAULT_PRESET, description=f"named settings the values start from: {', '.join(PRESETS)}")
 
 
 C = TypeVar("C", bound=CommandConfig)
@@ -161,8 +161,24 @@ def config_hash(cfg: BaseModel) -> str:
 
 
 def config_yaml(cfg: BaseModel) -> str:
-    """The effective config as YAML (fields in model order), with its hash as a trailing comment."""
+    """The effective config as YAML, fields in model order, each with its description (units)
+    as a comment, and the hash as a last comment line. Loadable again with --config."""
     import yaml
 
-    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
-    return f"{text}# config hash: {config_hash(cfg)}\n"
+    def scalar(v: Any) -> str:
+        return yaml.safe_dump(v, default_flow_style=True, width=1_000_000).strip().removesuffix("\n...").strip()
+
+    def emit(model: BaseModel, data: dict[str, Any], indent: str) -> list[str]:
+        lines = []
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            note = f"  # {field.description}" if field.description else ""
+            if isinstance(value, BaseModel):
+                lines.append(f"{indent}{name}:{note}")
+                lines += emit(value, data[name], indent + "  ")
+            else:
+                lines.append(f"{indent}{name}: {scalar(data[name])}{note}")
+        return lines
+
+    body = "\n".join(emit(cfg, cfg.model_dump(mode="json"), ""))
+    return f"{body}\n# config hash: {config_hash(cfg)}\n"

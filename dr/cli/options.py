@@ -16,7 +16,8 @@ PresetOpt = Annotated[
 ]
 ConfigOpt = Annotated[
     Optional[Path],
-    typer.Option("--config", help="YAML file of config sections, applied over the preset", show_default=False),
+    typer.Option("--config", help="YAML file of config sections (see --print-config), applied over the defaults "
+                                  "and preset", show_default=False),
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -25,7 +26,8 @@ SetOpt = Annotated[
 ]
 PrintConfigOpt = Annotated[
     bool,
-    typer.Option("--print-config", help="print the effective config (YAML) and its hash, then exit"),
+    typer.Option("--print-config", help="print the effective config as YAML, every key with its meaning and "
+                                        "units, and its hash; then exit"),
 ]
 CacheOpt = Annotated[
     Optional[Path],
