@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CommandConfig(Section):
@@ -135,6 +135,8 @@ def resolve_config(
     data["preset"] = name
     for item in sets:
         parts, value = parse_set(item)
+        if parts == ["preset"]:
+            raise UserError(f"--set {item!r}: choose a preset with --preset NAME (or preset: in the --config file)")
         node = data
         for i, part in enumerate(parts[:-1]):
             if not isinstance(node.get(part), dict):
@@ -162,7 +164,8 @@ def config_hash(cfg: BaseModel) -> str:
 
 def config_yaml(cfg: BaseModel) -> str:
     """The effective config as YAML, fields in model order, each with its description (units)
-    as a comment, and the hash as a last comment line. Loadable again with --config."""
+    as a comment; then the hash of each section (a SceneSpec records its scene section's) and,
+    last, of the whole config. Loadable again with --config."""
     import yaml
 
     def scalar(v: Any) -> str:
@@ -181,4 +184,6 @@ def config_yaml(cfg: BaseModel) -> str:
         return lines
 
     body = "\n".join(emit(cfg, cfg.model_dump(mode="json"), ""))
-    return f"{body}\n# config hash: {config_hash(cfg)}\n"
+    sections = "".join(f"# {name} section hash: {config_hash(getattr(cfg, name))}\n"
+                       for name in type(cfg).model_fields if isinstance(getattr(cfg, name), BaseModel))
+    return f"{body}\n{sections}# config hash: {config_hash(cfg)}\n"
