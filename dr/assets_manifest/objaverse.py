@@ -82,13 +82,29 @@ def round_robin(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
+def select(object_paths: dict[str, str], category_of: dict[str, str], lvis_only: bool,
+           categories: list[str] | None) -> list[tuple[str, str]]:
+    """(category, uid) pairs to take, in round-robin order over categories, so a prefix of any
+    length spreads over them; the same order for downloading and for indexing."""
+    if categories:
+        known = set(category_of.values())
+        unknown = [c for c in categories if c not in known]
+        if unknown:
+            raise UserError(f"unknown LVIS categor{'y' if len(unknown) == 1 else 'ies'}: {', '.join(unknown[:5])}")
+        wanted = set(categories)
+        return round_robin((c, u) for u, c in category_of.items() if c in wanted)
+    if lvis_only:
+        return round_robin((c, u) for u, c in category_of.items())
+    return round_robin((category_of.get(u, ""), u) for u in object_paths)
+
+
 def index_objaverse(path: str | Path, lvis_only: bool = True, categories: list[str] | None = None,
                     limit: int | None = None) -> tuple[list[AssetRecord], int]:
     """Unprobed records for the downloaded GLBs of an Objaverse cache.
 
     By default only LVIS-annotated objects, with their LVIS category; ``categories`` keeps
-    those categories only; ``limit`` keeps N, spread over the categories (round_robin). Returns the records
-    and the number of selected objects that are not downloaded (skipped).
+    those categories only; ``limit`` keeps the first N downloaded in select()'s order. Returns
+    the records and the number of selected objects that are not downloaded (skipped).
     """
     root = versioned_root(path)
     object_paths = _load_gz_json(root / "object-paths.json.gz", "Objaverse object paths")
@@ -100,20 +116,10 @@ def index_objaverse(path: str | Path, lvis_only: bool = True, categories: list[s
                 category_of.setdefault(uid, cat)
     elif lvis_only:
         raise UserError(f"{str(root)!r} has no lvis-annotations.json.gz; download it or index all objects with --objaverse-all")
-    if categories:
-        known = set(category_of.values())
-        unknown = [c for c in categories if c not in known]
-        if unknown:
-            raise UserError(f"unknown LVIS categor{'y' if len(unknown) == 1 else 'ies'}: {', '.join(unknown[:5])}")
-        wanted = set(categories)
-        selected = sorted((c, u) for u, c in category_of.items() if c in wanted)
-    elif lvis_only:
-        selected = sorted((c, u) for u, c in category_of.items())
-    else:
-        selected = sorted((category_of.get(u, ""), u) for u in object_paths)
+    selected = select(object_paths, category_of, lvis_only, categories)
     missing = 0
     chosen = []
-    for cat, uid in round_robin(selected) if limit is not None else selected:
+    for cat, uid in selected:
         rel = object_paths.get(uid)
         if not rel or not (root / rel).is_file():
             missing += 1
@@ -154,16 +160,11 @@ def download(download_dir: str | Path, lvis: bool, categories: list[str] | None,
     socket.setdefaulttimeout(60)
     try:
         object_paths = objaverse._load_object_paths()
-        if lvis:
-            annotations = objaverse.load_lvis_annotations()
-            if categories:
-                unknown = [c for c in categories if c not in annotations]
-                if unknown:
-                    raise UserError(f"unknown LVIS categor{'y' if len(unknown) == 1 else 'ies'}: {', '.join(unknown[:5])}")
-            pairs = round_robin((c, u) for c, us in annotations.items() if not categories or c in categories for u in us)
-            uids = [u for _, u in pairs]
-        else:
-            uids = sorted(object_paths)
+        category_of: dict[str, str] = {}  # loaded in every case: indexing later orders by it too
+        for cat, us in sorted(objaverse.load_lvis_annotations().items()):
+            for u in us:
+                category_of.setdefault(u, cat)
+        uids = [u for _, u in select(object_paths, category_of, lvis, categories)]
         if limit is not None:
             uids = uids[:limit]
         log(f"downloading {len(uids)} objects into {root / VERSIONED}")

@@ -29,24 +29,28 @@ def affine(rotation: np.ndarray | None = None, translation=(0.0, 0.0, 0.0), scal
     return m
 
 
-def look_at(eye, target, up=(0.0, 0.0, 1.0), roll_rad: float = 0.0) -> np.ndarray:
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1],
+                     a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
+                     a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], axis=-1)
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """Camera-to-world 4x4 of a camera at ``eye`` looking at ``target`` (OpenGL axes: the
-    camera's -z points at the target, +y towards ``up``), rolled by ``roll_rad`` about its
-    viewing axis."""
-    eye = np.asarray(eye, dtype=np.float64)
-    z = eye - np.asarray(target, dtype=np.float64)
-    z /= np.linalg.norm(z)
-    x = np.cross(np.asarray(up, dtype=np.float64), z)
-    nx = np.linalg.norm(x)
-    if nx < 1e-9:
+    camera's -z points at the target, +y towards ``up``, no roll). ``eye`` and ``target`` may be
+    (..., 3) arrays; the result is then (..., 4, 4)."""
+    eye, target = np.broadcast_arrays(np.asarray(eye, dtype=np.float64), np.asarray(target, dtype=np.float64))
+    z = eye - target
+    z = z / np.linalg.norm(z, axis=-1, keepdims=True)
+    x = _cross(np.broadcast_to(np.asarray(up, dtype=np.float64), z.shape), z)
+    nx = np.linalg.norm(x, axis=-1, keepdims=True)
+    if (nx < 1e-9).any():
         raise ValueError("look_at: viewing direction is parallel to up")
-    x /= nx
-    y = np.cross(z, x)
-    if roll_rad:
-        c, s = np.cos(roll_rad), np.sin(roll_rad)
-        x, y = c * x + s * y, -s * x + c * y
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, y, z, eye
+    x = x / nx
+    y = _cross(z, x)
+    m = np.zeros((*eye.shape[:-1], 4, 4))
+    m[..., :3, 0], m[..., :3, 1], m[..., :3, 2], m[..., :3, 3] = x, y, z, eye
+    m[..., 3, 3] = 1.0
     return m
 
 
@@ -69,26 +73,23 @@ def project(points_world: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[n
     return col, row, depth
 
 
-def segment_hits_cylinder(a: np.ndarray, b: np.ndarray, centre_xy: np.ndarray, radius: float, height: float) -> bool:
-    """Does the segment a-b pass through the upright cylinder of ``radius`` around the
-    vertical axis at ``centre_xy`` between z = 0 and z = ``height``?"""
+def segments_hit_cylinder(a: np.ndarray, b: np.ndarray, centre_xy: np.ndarray, radius: float, height: float) -> np.ndarray:
+    """For N segments a[k]-b[k] (N, 3) and upright cylinders of ``radius`` about vertical axes
+    at ``centre_xy`` (N, 2 or 2,) from z = 0 to ``height``: does segment k pass through
+    cylinder k? Returns (N,) bool."""
+    a, b = np.atleast_2d(a).astype(np.float64), np.atleast_2d(b).astype(np.float64)
     d = b - a
-    o = a[:2] - centre_xy
-    qa = d[0] ** 2 + d[1] ** 2
-    qb = 2 * (o[0] * d[0] + o[1] * d[1])
-    qc = o[0] ** 2 + o[1] ** 2 - radius**2
-    if qa < 1e-18:
-        ts = [0.0, 1.0] if qc <= 0 else []
-    else:
-        disc = qb * qb - 4 * qa * qc
-        if disc < 0:
-            return False
-        sq = np.sqrt(disc)
-        ts = [max(0.0, (-qb - sq) / (2 * qa)), min(1.0, (-qb + sq) / (2 * qa))]
-        if ts[0] > ts[1]:
-            return False
-    if not ts:
-        return False
-    # inside the infinite cylinder for t in [t0, t1]; z is linear in t: check the interval's z range
-    z0, z1 = a[2] + ts[0] * d[2], a[2] + ts[1] * d[2]
-    return min(z0, z1) <= height and max(z0, z1) >= 0.0
+    o = a[:, :2] - np.broadcast_to(centre_xy, a[:, :2].shape)
+    qa = d[:, 0] ** 2 + d[:, 1] ** 2
+    qb = 2 * (o[:, 0] * d[:, 0] + o[:, 1] * d[:, 1])
+    qc = o[:, 0] ** 2 + o[:, 1] ** 2 - radius**2
+    vertical = qa < 1e-18
+    disc = qb * qb - 4 * qa * qc
+    sq = np.sqrt(np.maximum(disc, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t0 = np.where(vertical, 0.0, np.maximum(0.0, (-qb - sq) / (2 * qa)))
+        t1 = np.where(vertical, 1.0, np.minimum(1.0, (-qb + sq) / (2 * qa)))
+    # inside the infinite cylinder for t in [t0, t1]; z is linear in t, so check that interval's z range
+    inside = np.where(vertical, qc <= 0, (disc >= 0) & (t0 <= t1))
+    z0, z1 = a[:, 2] + t0 * d[:, 2], a[:, 2] + t1 * d[:, 2]
+    return inside & (np.minimum(z0, z1) <= height) & (np.maximum(z0, z1) >= 0.0)

@@ -30,7 +30,7 @@ from dr.assets_manifest.manifest import AssetRecord, Manifest
 from dr.config import config_hash
 from dr.errors import UserError
 from dr.scenes.config import SceneConfig
-from dr.scenes.geometry import affine, intrinsics, look_at, project, rot_y, rot_z, segment_hits_cylinder
+from dr.scenes.geometry import affine, intrinsics, look_at, rot_y, rot_z, segments_hit_cylinder
 from dr.scenes.rng import clip_streams
 from dr.scenes.spec import (
     AssetMaterial, AssetRef, Camera, Ground, Light, Motion, Orbit, PrincipledMaterial, SceneObject, SceneSpec,
@@ -134,8 +134,11 @@ def _layout(rng: np.random.Generator, cfg: SceneConfig, assets: list[AssetRecord
     oc = cfg.objects
     n_assets = int(rng.integers(oc.assets_per_scene[0], oc.assets_per_scene[1] + 1)) if assets else 0
     n_prims = int(rng.integers(oc.primitives_per_scene[0], oc.primitives_per_scene[1] + 1))
-    if n_assets + n_prims == 0:
-        n_prims = 1
+    if n_assets + n_prims == 0:  # a clip needs an object: take one from whichever kind the config allows
+        if assets and oc.assets_per_scene[1] > 0:
+            n_assets = 1
+        else:
+            n_prims = 1
     picks = rng.choice(len(assets), size=n_assets, replace=n_assets > len(assets)) if n_assets else []
     objs = [_asset_obj(rng, assets[int(i)], oc.asset_size_m) for i in picks]
     objs += [_primitive_obj(rng, oc.primitive_size_m) for _ in range(n_prims)]
@@ -196,7 +199,7 @@ def _camera_path(rng: np.random.Generator, cfg: SceneConfig, centre: np.ndarray,
     shake = cc.shake_m / 3 * np.sin(2 * np.pi * freq[None] * t[:, None, None] + phase[None]).sum(axis=2)
     a, e = np.radians(az), np.radians(el)
     eye = target[None] + dist * np.stack([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], -1) + shake
-    c2w = np.stack([look_at(eye[i], target) for i in range(frames)])
+    c2w = look_at(eye, target)
     K = intrinsics(W, H, fov)
     orbit = Orbit(target=tuple(_rnd(target)), radius_m=float(_rnd(dist)), elevation_deg=float(_rnd(el0)),
                   azimuth_start_deg=float(_rnd(az0)), azimuth_sweep_deg=float(_rnd(sweep)),
@@ -205,31 +208,43 @@ def _camera_path(rng: np.random.Generator, cfg: SceneConfig, centre: np.ndarray,
 
 
 def _camera_ok(cfg: SceneConfig, objs: list[_Obj], c2w: np.ndarray, K: np.ndarray, tau: np.ndarray) -> bool:
+    """All frames at once: height, clearance, every object's centre in the image, and a line
+    of sight to its centre or its top that no other object's cylinder blocks."""
     cc = cfg.camera
     W, H = cfg.width, cfg.height
+    if not np.isfinite(c2w).all():
+        return False
+    eye = c2w[:, :3, 3]  # (T, 3)
+    if (eye[:, 2] < cc.min_height_m).any():
+        return False
+    xys = [o.xy(tau) for o in objs]  # (T, 2) each
+    for o, xy in zip(objs, xys):
+        near = np.linalg.norm(eye[:, :2] - xy, axis=1) < o.radius + cc.clearance_m
+        if (near & (eye[:, 2] < o.height + cc.clearance_m)).any():
+            return False
+    # camera-space centres of every object at every frame: (T, n, 3)
+    centres = np.stack([np.column_stack([xy, np.full(len(tau), o.height / 2)]) for o, xy in zip(objs, xys)], axis=1)
+    R, t = c2w[:, :3, :3], eye
+    p = np.einsum("tji,tnj->tni", R, centres - t[:, None, :])  # R^T (x - eye)
+    depth = -p[..., 2]
+    if (depth < NEAR_M).any():
+        return False
+    col = K[0, 0] * p[..., 0] / depth + K[0, 2]
+    row = K[1, 2] - K[1, 1] * p[..., 1] / depth
     mx, my = cc.view_margin * W, cc.view_margin * H
-    xys = [o.xy(tau) for o in objs]
-    for t in range(len(tau)):
-        eye = c2w[t, :3, 3]
-        if eye[2] < cc.min_height_m:
+    if (col < mx).any() or (col > W - mx).any() or (row < my).any() or (row > H - my).any():
+        return False
+    for i, (o, xy) in enumerate(zip(objs, xys)):
+        seen = np.zeros(len(tau), dtype=bool)
+        for z in (0.5 * o.height, 0.9 * o.height):
+            target = np.column_stack([xy, np.full(len(tau), z)])
+            blocked = np.zeros(len(tau), dtype=bool)
+            for j, (q, qxy) in enumerate(zip(objs, xys)):
+                if j != i:
+                    blocked |= segments_hit_cylinder(eye, target, qxy, q.radius, q.height)
+            seen |= ~blocked
+        if not seen.all():
             return False
-        for o, xy in zip(objs, xys):
-            if np.linalg.norm(eye[:2] - xy[t]) < o.radius + cc.clearance_m and eye[2] < o.height + cc.clearance_m:
-                return False
-        centres = np.array([[*xy[t], o.height / 2] for o, xy in zip(objs, xys)])
-        col, row, depth = project(centres, c2w[t], K)
-        if (depth < NEAR_M).any() or (col < mx).any() or (col > W - mx).any() or (row < my).any() or (row > H - my).any():
-            return False
-        for i, (o, xy) in enumerate(zip(objs, xys)):
-            seen = False
-            for z in (0.5 * o.height, 0.9 * o.height):
-                p = np.array([*xy[t], z])
-                if not any(segment_hits_cylinder(eye, p, xys[j][t], objs[j].radius, objs[j].height)
-                           for j in range(len(objs)) if j != i):
-                    seen = True
-                    break
-            if not seen:
-                return False
     return True
 
 
@@ -263,6 +278,9 @@ def check_manifest(cfg: SceneConfig, manifest: Manifest) -> None:
     if cfg.objects.assets_per_scene[0] > 0 and not _usable(manifest, "object"):
         raise UserError(f"manifest{where} has no usable object (scene.objects.assets_per_scene asks for at least "
                         f"{cfg.objects.assets_per_scene[0]}); add objects or set scene.objects.assets_per_scene=[0,3]")
+    if cfg.objects.primitives_per_scene[1] == 0 and not _usable(manifest, "object"):
+        raise UserError(f"manifest{where} has no usable object and scene.objects.primitives_per_scene allows no "
+                        f"primitives; add objects or allow primitives")
     if not _usable(manifest, "material"):
         raise UserError(f"manifest{where} has no usable material for the ground plane; add a --materials folder")
     if not _usable(manifest, "hdri"):
@@ -341,7 +359,7 @@ def sample_scene(config: SceneConfig, manifest: Manifest, seed: int, index: int,
 
     return SceneSpec(
         clip_id=clip_id(seed, index), seed=seed, index=index, attempt=attempt, spawn_key=[index, attempt],
-        config_hash=config_hash(config), manifest_sha256=manifest.digest(),
+        scene_config_hash=config_hash(config), manifest_sha256=manifest.digest(),
         width=config.width, height=config.height, frames=T, fps=config.fps,
         camera=Camera(fov_deg=float(_rnd(fov)), orbit=orbit, c2w=[_rnd(m) for m in c2w],
                       intrinsics=[_rnd(K) for _ in range(T)]),

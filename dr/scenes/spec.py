@@ -133,7 +133,7 @@ class SceneSpec(_Model):
     index: int
     attempt: int
     spawn_key: list[int] = Field(description="SeedSequence spawn key of the clip: (index, attempt)")
-    config_hash: str
+    scene_config_hash: str = Field(description="config_hash of the scene section the spec was sampled with")
     manifest_sha256: str
     width: int
     height: int
