@@ -30,7 +30,15 @@ def _listing(path):
     (["scenes", "sample", "--manifest", "GARBAGE.jsonl"], "line 1 is not an asset record"),
     (["scenes", "sample", "--config", "MISSING.yaml"], "does not exist"),
     (["scenes", "sample", "--n", "0"], "--n"),
-    (["scenes", "sample", "--n", "3", "--out", "nodir/x.jsonl"], "does not exist"),
+    (["scenes", "sample", "--n", "3", "--out", "EMPTY.jsonl/x.jsonl"], "is a file, not a folder"),
+    (["scenes", "sample", "--set", "preset=tiny"], "--preset NAME"),
+    (["scenes", "sample", "--set", "scene.materials.roughness=[0, 2]"], "roughness"),
+    (["scenes", "sample", "--set", "scene.camera.fov_deg=[.nan, .nan]"], "finite"),
+    (["scenes", "sample", "--set", "scene.objects.asset_size_m=[0, 0]"], "asset_size_m"),
+    (["scenes", "sample", "--manifest", "BUILTIN", "--n", "2", "--out", "x.jsonl", "--set", "scene.camera.min_height_m=100",
+      "--set", "scene.objects.max_attempts=2"], "cannot be met"),
+    (["scenes", "sample", "--manifest", "BUILTIN", "--set", "scene.objects.primitives_per_scene=[3, 3]",
+      "--set", "scene.objects.primitive_size_m=[3, 3]", "--set", "scene.objects.max_attempts=3"], "cannot be met"),
     (["assets", "build"], "nothing to build"),
     (["assets", "build", "--materials", "MISSING"], "--out FILE is required"),
     (["assets", "build", "--materials", "MISSING", "--out", "m.jsonl"], "materials folder"),
@@ -43,17 +51,21 @@ def _listing(path):
     (["assets", "show", "EMPTY.jsonl"], "lists no assets"),
     (["assets", "objaverse", "--all-objects", "--download-dir", "dl"], "--limit"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, says):
-    (tmp_path / "EMPTY.jsonl").write_text("")
-    (tmp_path / "GARBAGE.jsonl").write_text('{"id": 3}\n')
-    (tmp_path / "EMPTYDIR").mkdir()
-    before = _listing(tmp_path)
-    r = run_cli(*args, cwd=tmp_path)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, builtin_manifest, args, says):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "EMPTY.jsonl").write_text("")
+    (work / "GARBAGE.jsonl").write_text('{"id": 3}\n')
+    (work / "EMPTYDIR").mkdir()
+    args = [str(builtin_manifest.path) if a == "BUILTIN" else a for a in args]
+    before = _listing(work)
+    cache = tmp_path / "fresh-cache"  # a cache of its own: bad input must not create it either
+    r = run_cli(*args, cwd=work, env={"DR_CACHE_DIR": str(cache)})
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
     assert says in r.stderr
     assert "Traceback" not in r.stderr + r.stdout and r.stdout == ""
-    assert _listing(tmp_path) == before
+    assert _listing(work) == before and not cache.exists()
 
 
 def test_help_explains_options_with_units_and_defaults():
@@ -73,7 +85,10 @@ def test_print_config_is_the_effective_config_and_hash():
     assert r.returncode == 0
     cfg = resolve_config(ScenesSampleConfig, preset="tiny", sets=["scene.frames=6"])
     assert r.stdout.rstrip().endswith(f"# config hash: {config_hash(cfg)}")
-    assert "frames: 6" in r.stdout and "width: 64" in r.stdout
+    assert "frames: 6  # frames per clip" in r.stdout and "width: 64  # image width, pixels" in r.stdout
+    # the scene section's hash is the one a SceneSpec sampled with these settings carries
+    spec = json.loads(run_cli("scenes", "sample", "--preset", "tiny", "--set", "scene.frames=6").stdout)
+    assert f"# scene section hash: {spec['scene_config_hash']}" in r.stdout
 
 
 def test_sample_prints_the_same_spec_as_the_library(builtin_manifest, tmp_path):
@@ -91,8 +106,10 @@ def test_sample_prints_the_same_spec_as_the_library(builtin_manifest, tmp_path):
 
 
 def test_show_prints_counts(builtin_manifest):
-    r = run_cli("assets", "show", str(builtin_manifest.path))
-    assert r.returncode == 0 and "material" in r.stdout and "24" in r.stdout
+    r = run_cli("assets", "show", str(builtin_manifest.path), env={"COLUMNS": "120"})
+    assert r.returncode == 0
+    rows = {tuple(c.strip() for c in line.strip("│┃ ").split("│")) for line in r.stdout.splitlines() if "│" in line}
+    assert ("material", "builtin", "24", "0") in rows and ("hdri", "builtin", "8", "0") in rows
     j = json.loads(run_cli("assets", "show", "--json").stdout)  # default: the built-in manifest
     assert j["ok"] == len(builtin_manifest) and j["quarantined"] == 0
 
@@ -102,3 +119,10 @@ def test_importing_the_package_stays_light():
             "heavy = {'bpy', 'torch', 'ray', 'trimesh', 'cv2', 'OpenEXR'} & set(sys.modules); print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_out_folders_are_made(tmp_path, builtin_manifest):
+    out = tmp_path / "new" / "deeper" / "s.jsonl"
+    r = run_cli("scenes", "sample", "--n", "2", "--out", str(out), "--preset", "tiny", "--manifest", str(builtin_manifest.path))
+    assert r.returncode == 0, r.stderr
+    assert len(out.read_text().splitlines()) == 2 and [p.name for p in out.parent.iterdir()] == ["s.jsonl"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from dr.assets_manifest.manifest import AssetRecord, Manifest
+from dr.assets_manifest.manifest import Manifest
 from dr.assets_manifest.resolve import resolve_uri
 from dr.config import resolve_config
 from dr.errors import UserError
@@ -178,6 +178,62 @@ def test_two_thousand_scenes_are_physically_plausible(builtin_manifest):
     assert len(counts) == n and max(counts) >= 5 and min(counts) <= 2
 
 
+def _ray_hits(origin: np.ndarray, targets: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Möller-Trumbore: does the segment origin -> targets[k] cross any triangle (F, 3, 3)
+    strictly between its ends? (K,) bool."""
+    d = targets - origin  # (K, 3): t in (0, 1) lies between the camera and the point
+    hit = np.zeros(len(targets), dtype=bool)
+    for chunk in np.array_split(tris, max(1, len(tris) // 4000)):
+        v0, e1, e2 = chunk[:, 0], chunk[:, 1] - chunk[:, 0], chunk[:, 2] - chunk[:, 0]
+        p = np.cross(d[:, None, :], e2[None])  # (K, F, 3)
+        det = np.einsum("kfi,fi->kf", p, e1)
+        ok = np.abs(det) > 1e-12
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        s = origin - v0  # (F, 3)
+        u = np.einsum("kfi,fi->kf", p, s) * inv
+        q = np.cross(s, e1)  # (F, 3)
+        v = np.einsum("ki,fi->kf", d, q) * inv
+        t = np.einsum("fi,fi->f", e2, q)[None, :] * inv
+        hit |= (ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-6) & (t < 1 - 1e-4)).any(axis=1)
+    return hit
+
+
+def test_every_object_is_visible_not_just_in_the_frustum(builtin_manifest):
+    """Ray-cast with the real meshes: for every object, some of its surface points in the image
+    can be seen, past all the other objects and its own far side."""
+    cfg = paper()
+    checked = 0
+    for k in range(25):
+        spec = sample_scene(cfg, builtin_manifest, 77, k)
+        meshes = [_mesh(o) for o in spec.objects]
+        for t in (0, spec.frames // 2, spec.frames - 1):
+            c2w, K = spec.c2w(t), spec.K(t)
+            eye = c2w[:3, 3]
+            world = []
+            for o, m in zip(spec.objects, meshes):
+                M = np.asarray(o.transforms[t])
+                world.append(m.vertices @ M[:3, :3].T + M[:3, 3])
+            for i, (o, m) in enumerate(zip(spec.objects, meshes)):
+                col, row, depth = project(world[i], c2w, K)
+                inside = np.flatnonzero((depth > 0.01) & (col >= 0) & (col < spec.width) & (row >= 0) & (row < spec.height))
+                sample = inside[:: max(1, len(inside) // 64)]
+                # every mesh occludes, the object's own too: a point on its far side does not count
+                blocked = _ray_hits(eye, world[i][sample], np.concatenate([w[mm.faces] for w, mm in zip(world, meshes)]))
+                assert not blocked.all(), f"{o.name} of {spec.clip_id} is hidden at frame {t}"
+                checked += 1
+    assert checked > 100
+
+
+def test_the_visibility_check_sees_a_hidden_object():
+    """A unit cube right in front of the camera hides a small sphere behind it."""
+    cube = trimesh.creation.box(extents=(1, 1, 1))
+    eye = np.array([0.0, -5.0, 0.0])
+    behind = np.array([[0.0, 2.0, 0.0], [0.1, 2.0, 0.1]])
+    beside = np.array([[3.0, 2.0, 0.0]])
+    assert _ray_hits(eye, behind, cube.vertices[cube.faces]).all()
+    assert not _ray_hits(eye, beside, cube.vertices[cube.faces]).any()
+
+
 def test_the_collision_check_catches_interpenetration(builtin_manifest):
     """The same check fails on a spec whose objects are pushed into each other or the plane."""
     spec = next(s for k in range(50) if len((s := sample_scene(paper(), builtin_manifest, 5, k)).objects) >= 2)
@@ -220,11 +276,15 @@ def test_recipe_statistics(builtin_manifest):
 
 
 def test_unsatisfiable_config_is_an_error_not_a_hang(builtin_manifest):
-    cfg = resolve_config(ScenesSampleConfig, sets=[
+    no_room = resolve_config(ScenesSampleConfig, sets=[  # objects cannot be placed
         "scene.objects.primitives_per_scene=[3, 3]", "scene.objects.primitive_size_m=[2, 2]",
         "scene.objects.placement_radius_m=0.2", "scene.objects.max_attempts=20"]).scene
     with pytest.raises(UserError, match="cannot be met"):
-        sample_scene(cfg, builtin_manifest, 0, 0)
+        sample_scene(no_room, builtin_manifest, 0, 0)
+    no_view = resolve_config(ScenesSampleConfig, sets=[  # objects fit, no camera path passes
+        "scene.camera.min_height_m=50", "scene.objects.max_attempts=5", "scene.frames=240"]).scene
+    with pytest.raises(UserError, match="cannot be met"):
+        sample_scene(no_view, builtin_manifest, 0, 0)
 
 
 def _only(manifest: Manifest, kinds: set[str]) -> Manifest:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from dr.cli.options import CacheOpt, ConfigOpt, PrintConfigOpt, SetOpt, effective_config
+from dr.cli.options import CacheOpt, ConfigOpt, PrintConfigOpt, SetOpt, effective_config, writable_file
 from dr.errors import UserError
 
 app = typer.Typer(help="Build and inspect asset manifests (objects, PBR materials, HDRIs).", no_args_is_help=True)
@@ -22,18 +21,6 @@ OutOpt = Annotated[
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=0, help="probe processes (0 = one per CPU; default from config: 0)", show_default=False)]
 TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", min=0.001, help="time limit per asset probe, seconds (default 120)", show_default=False)]
 MaxTrisOpt = Annotated[Optional[int], typer.Option("--max-triangles", min=1, help="quarantine objects with more triangles (default 1,000,000)", show_default=False)]
-
-
-def _check_out(out: Path) -> Path:
-    out = out.expanduser().absolute()
-    if out.is_dir():
-        raise UserError(f"--out {str(out)!r} is a folder; give a file name such as {out / 'manifest.jsonl'}")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write {str(out)!r}: {str(parent)!r} is not writable")
-    return out
 
 
 def _with_probe_overrides(sets: list[str] | None, workers, timeout, max_triangles) -> list[str]:
@@ -97,7 +84,7 @@ def build(
         if not builtin or objaverse_cache or materials or hdris:
             raise UserError("--out FILE is required unless only --builtin is given")
         out = builtin_manifest_path(cache, cfg)
-    out = _check_out(out)
+    out = writable_file(out, "manifest.jsonl")
 
     candidates = []
     if builtin:
@@ -151,7 +138,7 @@ def objaverse(
     target = download_dir.expanduser().absolute()
     if target.exists() and not target.is_dir():
         raise UserError(f"--download-dir {str(target)!r} is not a folder")
-    out = _check_out(out or target / "manifest.jsonl")
+    out = writable_file(out or target / "manifest.jsonl", "manifest.jsonl")
     cache = resolve_cache(cache_dir)
     cats = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
     root = download(target, lvis=lvis, categories=cats, limit=limit, processes=processes, log=console.print)

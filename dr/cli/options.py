@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
 import typer
 
 from dr.config import PRESETS, CommandConfig, config_yaml, resolve_config
+from dr.errors import UserError
 
 PresetOpt = Annotated[
     Optional[str],
@@ -46,3 +48,19 @@ def effective_config(model: type[C], preset: str | None, config: Path | None, se
         typer.echo(config_yaml(cfg), nl=False)
         raise typer.Exit(0)
     return cfg
+
+
+def writable_file(out: Path, example: str) -> Path:
+    """Absolute ``out`` if a file can be written there (missing parent folders will be made);
+    UserError otherwise. Nothing is created here."""
+    out = out.expanduser().absolute()
+    if out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a folder; give a file name such as {out / example}")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {str(out)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {str(out)!r}: {str(parent)!r} is not writable")
+    return out

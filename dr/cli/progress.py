@@ -1,4 +1,8 @@
-"""Rich progress displays (on stderr, so stdout stays clean for data)."""
+"""Rich progress displays, on stderr so stdout stays clean for data.
+
+Shown only when stderr is a terminal: in logs and pipes a bar is noise, and the commands print
+a summary line when they finish anyway.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ console = Console(stderr=True)
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 @contextmanager

@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dr.cli.options import CacheOpt, ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config
-from dr.errors import UserError
+from dr.cli.options import CacheOpt, ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config, writable_file
 
 app = typer.Typer(help="Sample scene specs (the renderer-agnostic description of one clip).", no_args_is_help=True)
 
@@ -51,13 +50,7 @@ def sample(
 
     cfg = effective_config(ScenesSampleConfig, preset, config, set_, print_config)
     if out is not None:
-        out = out.expanduser().absolute()
-        if out.is_dir():
-            raise UserError(f"--out {str(out)!r} is a folder; give a file name such as {out / 'scenes.jsonl'}")
-        if not out.parent.is_dir():
-            raise UserError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} does not exist")
-        if not os.access(out.parent, os.W_OK):
-            raise UserError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} is not writable")
+        out = writable_file(out, "scenes.jsonl")
     m = load_or_build_manifest(manifest, cache_dir)
     check_manifest(cfg.scene, m)
 
@@ -67,6 +60,7 @@ def sample(
             spec = sample_scene(cfg.scene, m, seed, k)
             typer.echo(spec.to_json(indent=None if n else 2))
         return
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w") as f, count_progress("sampling scenes", count) as advance:
