@@ -8,22 +8,31 @@ DEMO   ?= demo
 # the cache (built-in assets, probe journal) lives in the checkout unless the caller says otherwise
 export DR_CACHE_DIR ?= $(CURDIR)/.cache/dr
 
+# Where torch comes from. Empty: pip's configured indexes (a CPU build where one is provided, as
+# on this project's CI machines). On plain PyPI that is the CUDA build (GBs): for the CPU build set
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+PIP := $(BIN)/pip install -q --disable-pip-version-check
+
 .PHONY: demo test install system-deps bench clean
 
-$(BIN)/python:
+system-deps:
+	./scripts/install-system-deps.sh $(PYTHON)
+
+$(BIN)/python: | system-deps
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "dr needs Python 3.11 (the bpy 5.0 wheel): set PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 
-# torch first and pinned: an unpinned torch (or one pulled in by another package) brings GBs of CUDA
+# torch first and pinned: a torch pulled in by another package could be any build
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	./scripts/install-system-deps.sh
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[all,dev]'
+	$(PIP) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
+	$(PIP) -c constraints.txt -e '.[all,dev]'
 	touch $@
 
-install: $(VENV)/.installed
+install: system-deps $(VENV)/.installed
 
 demo: install
+	mkdir -p $(DEMO)
 	$(BIN)/dr-data assets build --builtin
 	$(BIN)/dr-data scenes sample --preset cpu-demo --seed 0 --index 0 --n 16 --out $(DEMO)/scenes.jsonl
 	$(BIN)/dr-data assets show
