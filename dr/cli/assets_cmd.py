@@ -34,9 +34,13 @@ def _with_probe_overrides(sets: list[str] | None, workers, timeout, max_triangle
     return sets
 
 
-def _report(manifest, out: Path) -> None:
-    from dr.cli.progress import console
+def _build_and_report(candidates, cfg, out: Path, cache: Path) -> None:
+    """Probe with a progress display, write the manifest, say what was made and where."""
+    from dr.assets_manifest.build import build_manifest
+    from dr.cli.progress import console, probe_progress
 
+    with probe_progress() as (on_start, on_done):
+        manifest = build_manifest(candidates, cfg, out, cache, on_done=on_done, on_start=on_start)
     s = manifest.summary()
     console.print(f"[bold green]wrote[/] {out}: {s['assets']} assets, {s['ok']} ok, {s['quarantined']} quarantined")
     for reason, n in list(s["quarantine_reasons"].items())[:10]:
@@ -68,12 +72,12 @@ def build(
 ) -> None:
     """Index assets, probe each one in parallel (bad ones are quarantined with a reason, never
     fatal) and write one manifest. Running it again reuses the probes of unchanged files."""
-    from dr.assets_manifest.build import AssetsBuildConfig, build_manifest, builtin_manifest_path
+    from dr.assets_manifest.build import AssetsBuildConfig, builtin_manifest_path
     from dr.assets_manifest.builtin.library import builtin_candidates
     from dr.assets_manifest.folders import index_hdris, index_materials
     from dr.assets_manifest.objaverse import index_objaverse
     from dr.cache import cache_dir as resolve_cache
-    from dr.cli.progress import console, probe_progress
+    from dr.cli.progress import console
 
     cfg = effective_config(AssetsBuildConfig, None, config, _with_probe_overrides(set_, workers, timeout, max_triangles),
                            print_config)
@@ -102,9 +106,7 @@ def build(
     for folder in hdris or []:
         candidates += index_hdris(folder, license=hdri_license)
 
-    with probe_progress() as (on_start, on_done):
-        manifest = build_manifest(candidates, cfg, out, cache, on_done=on_done, on_start=on_start)
-    _report(manifest, out)
+    _build_and_report(candidates, cfg, out, cache)
 
 
 @app.command("objaverse")
@@ -126,10 +128,10 @@ def objaverse(
 ) -> None:
     """Download Objaverse objects with the `objaverse` package (needs the network), then index
     and probe them into a manifest (default: <download-dir>/manifest.jsonl)."""
-    from dr.assets_manifest.build import AssetsBuildConfig, build_manifest
+    from dr.assets_manifest.build import AssetsBuildConfig
     from dr.assets_manifest.objaverse import download, index_objaverse
     from dr.cache import cache_dir as resolve_cache
-    from dr.cli.progress import console, probe_progress
+    from dr.cli.progress import console
 
     cfg = effective_config(AssetsBuildConfig, None, config, _with_probe_overrides(set_, workers, timeout, max_triangles),
                            print_config)
@@ -147,9 +149,7 @@ def objaverse(
         console.print(f"{missing} selected objects failed to download; skipped")
     if not recs:
         raise UserError(f"no objects were downloaded into {root}")
-    with probe_progress() as (on_start, on_done):
-        manifest = build_manifest(recs, cfg, out, cache, on_done=on_done, on_start=on_start)
-    _report(manifest, out)
+    _build_and_report(recs, cfg, out, cache)
 
 
 @app.command("show")
