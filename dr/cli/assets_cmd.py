@@ -42,9 +42,10 @@ def _build_and_report(candidates, cfg, out: Path, cache: Path) -> None:
     with probe_progress() as (on_start, on_done):
         manifest = build_manifest(candidates, cfg, out, cache, on_done=on_done, on_start=on_start)
     s = manifest.summary()
-    console.print(f"[bold green]wrote[/] {out}: {s['assets']} assets, {s['ok']} ok, {s['quarantined']} quarantined")
+    console.print(f"[bold green]wrote[/] {out}: {s['assets']} assets, {s['ok']} ok, {s['quarantined']} quarantined",
+                  soft_wrap=True)
     for reason, n in list(s["quarantine_reasons"].items())[:10]:
-        console.print(f"  quarantined x{n}: {reason}")
+        console.print(f"  quarantined x{n}: {reason}", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command("build")
@@ -161,6 +162,7 @@ def show(
 ) -> None:
     """Counts per kind, source and status, and the quarantine reasons."""
     from rich.table import Table
+    from rich.text import Text
 
     from dr.assets_manifest.build import AssetsBuildConfig, builtin_manifest_path
     from dr.assets_manifest.manifest import load_manifest
@@ -178,7 +180,8 @@ def show(
     from rich.console import Console
 
     out = Console()
-    table = Table(title=f"{manifest}  ({s['assets']} assets)")
+    out.print(f"{manifest}: {s['assets']} assets, {s['ok']} ok, {s['quarantined']} quarantined", highlight=False, soft_wrap=True)
+    table = Table()
     for col in ("kind", "source", "ok", "quarantined"):
         table.add_column(col, justify="right" if col in ("ok", "quarantined") else "left")
     for kind, sources in sorted(s["by_kind"].items()):
@@ -190,5 +193,5 @@ def show(
         reasons.add_column("count", justify="right")
         reasons.add_column("reason")
         for reason, n in s["quarantine_reasons"].items():
-            reasons.add_row(str(n), reason)
+            reasons.add_row(str(n), Text(reason))  # plain text: reasons may hold [brackets]
         out.print(reasons)

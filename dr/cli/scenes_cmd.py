@@ -70,4 +70,5 @@ def sample(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    console.print(f"[bold green]wrote[/] {count} scene specs to {out} (seed {seed}, clips {index}..{index + count - 1})")
+    console.print(f"[bold green]wrote[/] {count} scene specs to {out} (seed {seed}, clips {index}..{index + count - 1})",
+                  soft_wrap=True)
