@@ -15,6 +15,7 @@ from dr.assets_manifest.builtin import objects as O
 from dr.assets_manifest.builtin import patterns as P
 from dr.assets_manifest.builtin.library import ensure_library, library_dir, library_key
 from dr.assets_manifest.resolve import resolve_uri
+from dr.srgb import srgb_to_linear
 
 # The library and its manifest are promised to be identical on every machine with the pinned
 # dependencies (constraints.txt). These digests were made on the development machine; a CI
@@ -70,7 +71,7 @@ def test_known_material_values_survive_encoding(builtin_manifest):
     chrome = builtin_manifest.get("builtin:material/chrome").stats["mean"]
     assert chrome["metallic"] == 1.0
     assert chrome["roughness"] == pytest.approx(0.02, abs=1 / 255)
-    eight_bit = lambda srgb: P.srgb_to_linear(np.floor(np.asarray(srgb) * 255 + 0.5) / 255)  # noqa: E731
+    eight_bit = lambda srgb: srgb_to_linear(np.floor(np.asarray(srgb) * 255 + 0.5) / 255)  # noqa: E731
     assert chrome["basecolor"] == pytest.approx(eight_bit([0.9, 0.9, 0.9]).tolist(), abs=1e-4)
     gold = builtin_manifest.get("builtin:material/polished_gold").stats["mean"]
     assert gold["basecolor"] == pytest.approx(eight_bit([1.0, 0.89, 0.61]).tolist(), abs=1e-4)
@@ -107,7 +108,7 @@ def test_normal_maps_are_opengl_unit_vectors(builtin_manifest, cache_dir):
 def _load_zup(path):
     scene = trimesh.load(str(path), force="scene", process=False)
     mesh = scene.to_geometry()
-    return scene, np.asarray(mesh.vertices) @ O.GLTF_TO_ZUP[:3, :3].T
+    return scene, np.asarray(mesh.vertices) @ O.GLTF_TO_ZUP.T
 
 
 def test_objects_are_upright_with_their_recipe_dimensions(builtin_manifest, cache_dir):

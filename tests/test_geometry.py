@@ -55,3 +55,15 @@ def test_segment_cylinder_cases():
     centres = np.zeros((len(cases), 2))
     centres[0] = (0.0, 5.0)
     assert not segments_hit_cylinder(a, b, centres, r, h)[0]
+
+
+def test_projection_per_frame_matches_one_frame_at_a_time():
+    rng = np.random.default_rng(0)
+    K = intrinsics(64, 48, 50.0)
+    c2w = np.stack([look_at(rng.normal(size=3) * 4 + (0, 0, 5), rng.normal(size=3)) for _ in range(5)])
+    pts = rng.normal(size=(5, 7, 3))
+    batch = project(pts, c2w, K)
+    for t in range(5):
+        one = project(pts[t], c2w[t], K)
+        for b, o in zip(batch, one):
+            assert np.allclose(b[t], o)

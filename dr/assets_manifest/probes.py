@@ -15,6 +15,7 @@ import numpy as np
 
 from dr.assets_manifest.manifest import AssetRecord
 from dr.assets_manifest.resolve import resolve_uri
+from dr.srgb import srgb_to_linear
 
 # Bump when a probe measures something new or checks differently: cached probe results of an
 # older version are not reused.
@@ -60,14 +61,13 @@ def _file(record: AssetRecord, cache: str | None) -> Path:
 
 # --- objects -------------------------------------------------------------------------------
 
-GLTF_TO_ZUP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
-
-
 def probe_object(record: AssetRecord, max_triangles: int, cache: str | None = None) -> AssetRecord:
     """Load a GLB/glTF with trimesh and decode its textures; check finite, non-degenerate
     bounds and the triangle budget; measure the bounds in Z-up metres (as Blender's importer places it) and the
     radius of its footprint about the vertical axis through the bounds' centre."""
     import trimesh
+
+    from dr.assets_manifest.builtin.objects import GLTF_TO_ZUP
 
     path = _file(record, cache)
     digest = sha256_file(path)
@@ -129,12 +129,13 @@ def _r(x: float, nd: int = 6) -> float:
 # --- materials -----------------------------------------------------------------------------
 
 def _decode_texture(path: Path) -> np.ndarray:
-    """Decode a texture to float32 (H, W, C) in [0, 1] (EXR: as stored). Raises ProbeFailure."""
+    """Decode a texture to float64 (H, W, C) in [0, 1] (EXR: as stored); float64 because
+    float32 sums drift over megapixels. Raises ProbeFailure."""
     if path.suffix.lower() == ".exr":
         from dr.assets_manifest.hdr_image import ImageDecodeError, read_hdr
 
         try:
-            return read_hdr(path)
+            return read_hdr(path).astype(np.float64)
         except ImageDecodeError as e:
             raise ProbeFailure(f"{path.name}: {e}") from None
     from PIL import Image, UnidentifiedImageError
@@ -147,12 +148,8 @@ def _decode_texture(path: Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ProbeFailure(f"{path.name} does not decode: {' '.join(str(e).split())[:120]}") from None
     scale = 65535.0 if arr.dtype == np.uint16 or mode.startswith("I;16") else (255.0 if arr.dtype == np.uint8 else 1.0)
-    arr = arr.astype(np.float32) / scale
+    arr = arr.astype(np.float64) / scale
     return arr[..., None] if arr.ndim == 2 else arr
-
-
-def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
 def probe_material(record: AssetRecord, cache: str | None = None) -> AssetRecord:
@@ -170,7 +167,7 @@ def probe_material(record: AssetRecord, cache: str | None = None) -> AssetRecord
         if not path.is_file():
             raise ProbeFailure(f"{role} map {rel} not found")
         digests[role] = sha256_file(path)
-        arr = _decode_texture(path).astype(np.float64)  # float32 sums drift over megapixels
+        arr = _decode_texture(path)
         sizes[role] = [int(arr.shape[1]), int(arr.shape[0])]
         if arr.shape[0] < 4 or arr.shape[1] < 4:
             raise ProbeFailure(f"{role} map {rel} is only {arr.shape[1]}x{arr.shape[0]} pixels")
@@ -178,7 +175,7 @@ def probe_material(record: AssetRecord, cache: str | None = None) -> AssetRecord
             raise ProbeFailure(f"{role} map {rel} has non-finite values")
         if role == "basecolor":
             rgb = arr[..., :3] if arr.shape[-1] >= 3 else np.repeat(arr[..., :1], 3, -1)
-            lin = rgb if path.suffix.lower() == ".exr" else _srgb_to_linear(rgb)
+            lin = rgb if path.suffix.lower() == ".exr" else srgb_to_linear(rgb)
             means["basecolor"] = [_r(x, 4) for x in lin.reshape(-1, 3).mean(axis=0)]
         elif role in ("roughness", "metallic"):
             means[role] = _r(arr[..., 0].mean(), 4)

@@ -62,14 +62,16 @@ def intrinsics(width: int, height: int, fov_deg: float) -> np.ndarray:
 
 
 def project(points_world: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Project (N, 3) world points: (column, row, depth) with depth the planar distance along
-    the viewing direction (-z in camera space; <= 0 means behind the camera)."""
+    """Project world points: (column, row, depth), depth being the planar distance along the
+    viewing direction (-z in camera space; <= 0 means behind the camera). Points (N, 3) with
+    one c2w (4, 4), or per frame: points (T, N, 3) with c2w (T, 4, 4); results (N,) or (T, N)."""
     w2c = np.linalg.inv(c2w)
-    p = np.asarray(points_world, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-    depth = -p[:, 2]
+    p = np.einsum("...ij,...nj->...ni", w2c[..., :3, :3], np.asarray(points_world, dtype=np.float64))
+    p = p + w2c[..., None, :3, 3]
+    depth = -p[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        col = K[0, 0] * p[:, 0] / depth + K[0, 2]
-        row = K[1, 2] - K[1, 1] * p[:, 1] / depth
+        col = K[0, 0] * p[..., 0] / depth + K[0, 2]
+        row = K[1, 2] - K[1, 1] * p[..., 1] / depth
     return col, row, depth
 
 

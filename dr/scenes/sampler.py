@@ -30,12 +30,13 @@ from dr.assets_manifest.manifest import AssetRecord, Manifest
 from dr.config import config_hash
 from dr.errors import UserError
 from dr.scenes.config import SceneConfig
-from dr.scenes.geometry import affine, intrinsics, look_at, rot_y, rot_z, segments_hit_cylinder
+from dr.scenes.geometry import affine, intrinsics, look_at, project, rot_y, rot_z, segments_hit_cylinder
 from dr.scenes.rng import clip_streams
 from dr.scenes.spec import (
     AssetMaterial, AssetRef, Camera, Ground, Light, Motion, Orbit, PrincipledMaterial, SceneObject, SceneSpec,
     TextureMaterial,
 )
+from dr.srgb import srgb_to_linear
 
 PLACEMENT_TRIES = 60  # positions tried per object before the layout starts over
 CAMERA_TRIES = 40  # camera paths tried per layout before the layout starts over
@@ -222,15 +223,11 @@ def _camera_ok(cfg: SceneConfig, objs: list[_Obj], c2w: np.ndarray, K: np.ndarra
         near = np.linalg.norm(eye[:, :2] - xy, axis=1) < o.radius + cc.clearance_m
         if (near & (eye[:, 2] < o.height + cc.clearance_m)).any():
             return False
-    # camera-space centres of every object at every frame: (T, n, 3)
+    # every object's centre at every frame: (T, n, 3)
     centres = np.stack([np.column_stack([xy, np.full(len(tau), o.height / 2)]) for o, xy in zip(objs, xys)], axis=1)
-    R, t = c2w[:, :3, :3], eye
-    p = np.einsum("tji,tnj->tni", R, centres - t[:, None, :])  # R^T (x - eye)
-    depth = -p[..., 2]
+    col, row, depth = project(centres, c2w, K)
     if (depth < NEAR_M).any():
         return False
-    col = K[0, 0] * p[..., 0] / depth + K[0, 2]
-    row = K[1, 2] - K[1, 1] * p[..., 1] / depth
     mx, my = cc.view_margin * W, cc.view_margin * H
     if (col < mx).any() or (col > W - mx).any() or (row < my).any() or (row > H - my).any():
         return False
@@ -261,8 +258,7 @@ def _primitive_material(rng: np.random.Generator, cfg: SceneConfig, materials: l
         metallic = 1.0 - metallic
     roughness = _uniform(rng, mc.roughness)
     srgb = rng.uniform(*(mc.metal_srgb if metallic > 0.5 else mc.dielectric_srgb), 3)
-    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
-    return PrincipledMaterial(basecolor=tuple(_rnd(linear)), roughness=float(_rnd(roughness)), metallic=float(_rnd(metallic)))
+    return PrincipledMaterial(basecolor=tuple(_rnd(srgb_to_linear(srgb))), roughness=float(_rnd(roughness)), metallic=float(_rnd(metallic)))
 
 
 def _usable(manifest: Manifest, kind: str) -> list[AssetRecord]:

@@ -77,8 +77,7 @@ def terracotta_hex(rng, n):
 
 
 def checker_plastic(rng, n):
-    u, v = P.grid(n)
-    c = ((np.floor(u * 8) + np.floor(v * 8)) % 2)
+    c = P.checker(n, 8)
     a = _rgb((0.9, 0.85, 0.2), (n, n))
     b = _rgb((0.1, 0.25, 0.7), (n, n))
     return MaterialMaps(_mix(a, b, c), 0.3 + 0.1 * c, _const(0, n), _const(0.5, n), bump=0.0)
@@ -254,8 +253,8 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(np.clip(x, 0.0, 1.0) * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
-def write_material(maps: MaterialMaps, folder: Path) -> dict[str, str]:
-    """Write the four PNGs of a set into ``folder``; return role -> file name."""
+def write_material(maps: MaterialMaps, folder: Path) -> None:
+    """Write the four PNGs of a set into ``folder`` (names in MAP_FILES)."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -268,4 +267,3 @@ def write_material(maps: MaterialMaps, folder: Path) -> dict[str, str]:
     }
     for role, img in images.items():
         img.save(folder / MAP_FILES[role], format="PNG", optimize=False, compress_level=6)
-    return dict(MAP_FILES)

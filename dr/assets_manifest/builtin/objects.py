@@ -8,14 +8,14 @@ packed metallic-roughness texture (G = roughness, B = metallic).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 # glTF is Y-up; ours (and Blender's) is Z-up. Blender's importer maps glTF (x, y, z) to (x, -z, y),
 # so we write Z-up (x, y, z) as glTF (x, z, -y).
-ZUP_TO_GLTF = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+ZUP_TO_GLTF = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64)
 GLTF_TO_ZUP = ZUP_TO_GLTF.T.copy()
 
 
@@ -33,7 +33,6 @@ class ObjectRecipe:
     name: str
     build: Callable[[np.random.Generator], list[Part]]
     category: str
-    materials: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,14 +372,14 @@ MATERIALS: dict[str, dict] = {
 def _texture(kind: str, n: int = 128):
     from PIL import Image
 
-    t = (np.arange(n) + 0.5) / n
-    u, v = np.meshgrid(t, t, indexing="xy")
+    from dr.assets_manifest.builtin import patterns as P
+
     if kind == "checker":
-        c = ((np.floor(u * 8) + np.floor(v * 8)) % 2).astype(bool)
+        c = P.checker(n, 8).astype(bool)
         img = np.where(c[..., None], np.array([230, 230, 230]), np.array([40, 90, 200])).astype(np.uint8)
         return Image.fromarray(img, "RGB")
     if kind == "mr_stripes":
-        band = (np.floor(v * 8) % 2).astype(bool)  # along the surface's v: rings or stripes
+        band = (np.floor(P.grid(n)[1] * 8) % 2).astype(bool)  # along the surface's v: rings or stripes
         img = np.zeros((n, n, 3), np.uint8)
         img[..., 1] = np.where(band, 51, 204)  # roughness 0.2 on metal bands, 0.8 on dielectric ones
         img[..., 2] = np.where(band, 255, 0)  # metallic
@@ -423,8 +422,8 @@ def build_glb(recipe: ObjectRecipe, rng: np.random.Generator) -> bytes:
             verts, normals = tri.reshape(-1, 3), np.repeat(fn, 3, axis=0)
             uv = None if uv is None else uv[faces].reshape(-1, 2)
             faces = np.arange(len(verts)).reshape(-1, 3)
-        mesh = trimesh.Trimesh(vertices=_quantise(verts @ ZUP_TO_GLTF[:3, :3].T), faces=faces, process=False,
-                               vertex_normals=_quantise(normals @ ZUP_TO_GLTF[:3, :3].T))
+        mesh = trimesh.Trimesh(vertices=_quantise(verts @ ZUP_TO_GLTF.T), faces=faces, process=False,
+                               vertex_normals=_quantise(normals @ ZUP_TO_GLTF.T))
         uv = None if uv is None else _quantise(uv)
         mesh.visual = TextureVisuals(uv=uv, material=_gltf_material(part.material))
         scene.add_geometry(mesh, geom_name=f"{recipe.name}_{i}", node_name=f"{recipe.name}_{i}")

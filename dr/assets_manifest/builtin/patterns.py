@@ -16,6 +16,12 @@ def grid(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(t, t, indexing="xy")
 
 
+def checker(n: int, cells: int) -> np.ndarray:
+    """0/1 checkerboard of cells x cells squares per tile."""
+    u, v = grid(n)
+    return (np.floor(u * cells) + np.floor(v * cells)) % 2
+
+
 def normalise(x: np.ndarray) -> np.ndarray:
     """Affinely map to [0, 1] (min -> 0, max -> 1); a constant array becomes 0.5."""
     lo, hi = float(x.min()), float(x.max())
@@ -142,13 +148,3 @@ def height_to_normal(height: np.ndarray, strength: float) -> np.ndarray:
     dh_dv = -(np.roll(h, -1, axis=0) - np.roll(h, 1, axis=0)) * (n / 2.0)
     nrm = np.stack([-dh_du, -dh_dv, np.ones_like(h)], axis=-1)
     return nrm / np.linalg.norm(nrm, axis=-1, keepdims=True)
-
-
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    c = np.asarray(c, dtype=np.float64)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, 1.0)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
