@@ -11,7 +11,9 @@ from typing import Callable
 
 from pydantic import Field
 
-from dr.assets_manifest.builtin.library import DEFAULT_SEED, DEFAULT_TEXTURE_SIZE, ensure_library
+from dr.assets_manifest.builtin.library import (
+    DEFAULT_SEED, DEFAULT_TEXTURE_SIZE, builtin_candidates, ensure_library, library_key,
+)
 from dr.assets_manifest.manifest import AssetRecord, Manifest, write_manifest
 from dr.assets_manifest.probe_pool import ProbeJournal, probe_all
 from dr.config import CommandConfig, Section
@@ -88,8 +90,6 @@ def build_manifest(
 
 def builtin_manifest_path(cache: Path, cfg: AssetsBuildConfig) -> Path:
     """Where `assets build --builtin` writes by default, and where commands look for it."""
-    from dr.assets_manifest.builtin.library import library_key
-
     return cache / "manifests" / f"builtin-{library_key(cfg.builtin.seed, cfg.builtin.texture_size)}.jsonl"
 
 
@@ -97,8 +97,6 @@ def ensure_builtin_manifest(cache: Path, cfg: AssetsBuildConfig | None = None,
                             on_done: Callable[[AssetRecord, bool], None] | None = None,
                             on_start: Callable[[int], None] | None = None) -> Path:
     """The built-in manifest's path, building it first if it is not in the cache."""
-    from dr.assets_manifest.builtin.library import builtin_candidates
-
     cfg = cfg or AssetsBuildConfig()
     path = builtin_manifest_path(cache, cfg)
     if not path.is_file():

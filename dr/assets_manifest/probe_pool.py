@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 from dr.assets_manifest.manifest import AssetRecord
 from dr.assets_manifest.probes import PROBE_VERSION, probe
 from dr.assets_manifest.resolve import resolve_uri
+from dr.errors import UserError
 
 
 def _quiet_worker() -> None:
@@ -30,26 +31,19 @@ def _quiet_worker() -> None:
 
 
 def fingerprint(record: AssetRecord, cache: str | None) -> str | None:
-    """size:mtime of the record's files, or None when they are remote or missing (then the
-    probe always runs). Built-in URIs are content-addressed by their key, so their URI is
-    the fingerprint."""
-    if record.uri.startswith(("builtin://", "blender://")):
-        if record.uri.startswith("blender://"):
-            try:
-                p = resolve_uri(record.uri, cache)
-                return f"{record.uri}|{p.stat().st_size}:{p.stat().st_mtime_ns}"
-            except Exception:
-                return None
+    """size:mtime of the record's local files, or None when they are remote or missing (then
+    the probe always runs). builtin:// URIs name their content (library version and seed), so
+    the URI is the fingerprint."""
+    if record.uri.startswith("builtin://"):
         return record.uri
-    if "://" in record.uri and not record.uri.startswith("file://"):
+    if "://" in record.uri and not record.uri.startswith(("file://", "blender://")):
         return None
     try:
         base = resolve_uri(record.uri, cache)
         paths = [base / rel for rel in sorted(record.files.values())] if record.files else [base]
-        parts = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths]
-    except OSError:
+        return "|".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
+    except (OSError, UserError):  # missing files; blender:// without bpy installed
         return None
-    return "|".join(parts)
 
 
 class ProbeJournal:
