@@ -1,0 +1,162 @@
+"""Shader AOVs tapped from whatever feeds each material's BSDFs (bpy; render worker only).
+
+For every material, the shader tree under the active Material Output's Surface is walked:
+Principled BSDFs give their Base Color, Roughness and Metallic inputs (the links that feed them
+- image textures, Separate Color of a packed map, math nodes - or their constants); Mix Shader
+and Add Shader nodes mix the tapped values with the same factor; Diffuse, Glossy and Metallic
+BSDFs map onto the Principled parameters. What cannot be tapped (no surface, emission only,
+node groups, ...) gets explicit fallback values, and the fallback is reported. The values go
+to AOV outputs, so the one Cycles render that makes rgb also makes the material passes; no
+second render and no material swap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import bpy
+
+AOVS = {"basecolor": "COLOR", "roughness": "VALUE", "metallic": "VALUE", "depth": "VALUE", "coverage": "VALUE"}
+FALLBACK = {"basecolor": (0.5, 0.5, 0.5), "roughness": 0.5, "metallic": 0.0}
+PARAMS = ("basecolor", "roughness", "metallic")
+
+
+@dataclass
+class Src:
+    """A tapped value: an output socket to link, or a constant (float or RGB tuple)."""
+
+    socket: object = None
+    const: object = None
+
+
+@dataclass
+class Taps:
+    values: dict[str, Src]
+    notes: list[str] = field(default_factory=list)
+
+
+def _input_src(sock, want_color: bool) -> Src:
+    if sock.is_linked:
+        return Src(socket=sock.links[0].from_socket)
+    v = sock.default_value
+    return Src(const=tuple(v[:3]) if want_color else float(v))
+
+
+def _find(sockets, identifier):
+    return next(s for s in sockets if s.identifier == identifier)
+
+
+def _mix(nt, fac, a: Src, b: Src, color: bool) -> Src:
+    """Linear mix of two tapped values with the Mix Shader's factor (a Src)."""
+    if a.const is not None and b.const is not None and fac.const is not None:
+        f = fac.const
+        if color:
+            return Src(const=tuple((1 - f) * x + f * y for x, y in zip(a.const, b.const)))
+        return Src(const=(1 - f) * a.const + f * b.const)
+    node = nt.nodes.new("ShaderNodeMix")
+    node.data_type = "RGBA" if color else "FLOAT"
+    node.blend_type = "MIX"
+    node.clamp_factor = True
+    kind = "Color" if color else "Float"
+    for ident, src in (("Factor_Float", fac), (f"A_{kind}", a), (f"B_{kind}", b)):
+        s = _find(node.inputs, ident)
+        if src.socket is not None:
+            nt.links.new(src.socket, s)
+        else:
+            s.default_value = (*src.const, 1.0) if (color and ident != "Factor_Float") else src.const
+    return Src(socket=_find(node.outputs, f"Result_{kind}"))
+
+
+def _tap_shader(nt, out_socket, depth: int = 0) -> Taps | None:
+    """Taps of the shader that ``out_socket`` carries, or None if it holds no BSDF to tap."""
+    node = out_socket.node
+    kind = node.bl_idname
+    if depth > 32:
+        return None
+    if kind == "NodeReroute":
+        inp = node.inputs[0]
+        return _tap_shader(nt, inp.links[0].from_socket, depth + 1) if inp.is_linked else None
+    if kind == "ShaderNodeBsdfPrincipled":
+        return Taps({"basecolor": _input_src(node.inputs["Base Color"], True),
+                     "roughness": _input_src(node.inputs["Roughness"], False),
+                     "metallic": _input_src(node.inputs["Metallic"], False)})
+    if kind == "ShaderNodeBsdfDiffuse":
+        return Taps({"basecolor": _input_src(node.inputs["Color"], True), "roughness": Src(const=1.0),
+                     "metallic": Src(const=0.0)}, ["Diffuse BSDF read as roughness 1, metallic 0"])
+    if kind in ("ShaderNodeBsdfGlossy", "ShaderNodeBsdfAnisotropic"):
+        return Taps({"basecolor": _input_src(node.inputs["Color"], True),
+                     "roughness": _input_src(node.inputs["Roughness"], False), "metallic": Src(const=1.0)},
+                    ["Glossy BSDF read as metallic 1"])
+    if kind == "ShaderNodeBsdfMetallic":
+        return Taps({"basecolor": _input_src(node.inputs["Base Color"], True),
+                     "roughness": _input_src(node.inputs["Roughness"], False), "metallic": Src(const=1.0)})
+    if kind in ("ShaderNodeMixShader", "ShaderNodeAddShader"):
+        shaders = [s for s in node.inputs if s.type == "SHADER"]
+        sides = [_tap_shader(nt, s.links[0].from_socket, depth + 1) if s.is_linked else None for s in shaders]
+        if sides[0] is None and sides[1] is None:
+            return None
+        if sides[0] is None or sides[1] is None:
+            only = sides[0] or sides[1]
+            return Taps(only.values, only.notes + [f"{node.name}: one side holds no BSDF, the other is used alone"])
+        if kind == "ShaderNodeMixShader":
+            fac = _input_src(node.inputs[0], False)
+            notes = []
+        else:
+            fac = Src(const=0.5)
+            notes = [f"{node.name}: Add Shader averaged"]
+        values = {p: _mix(nt, fac, sides[0].values[p], sides[1].values[p], p == "basecolor") for p in PARAMS}
+        return Taps(values, sides[0].notes + sides[1].notes + notes)
+    return None
+
+
+def _active_output(nt):
+    outs = [n for n in nt.nodes if n.bl_idname == "ShaderNodeOutputMaterial" and n.target in ("ALL", "CYCLES")]
+    active = [n for n in outs if n.is_active_output]
+    return (active or outs or [None])[0]
+
+
+def _aov(nt, name: str, src: Src | None = None, socket=None) -> None:
+    node = nt.nodes.new("ShaderNodeOutputAOV")
+    node.aov_name = name
+    inp = node.inputs["Color" if AOVS[name] == "COLOR" else "Value"]
+    if socket is not None:
+        nt.links.new(socket, inp)
+    elif src.socket is not None:
+        nt.links.new(src.socket, inp)
+    else:
+        inp.default_value = (*src.const, 1.0) if AOVS[name] == "COLOR" else src.const
+
+
+def tap_material(mat) -> dict:
+    """Add the AOV outputs to one material; returns its report {material, tapped, notes}."""
+    nt = mat.node_tree
+    out = _active_output(nt)
+    taps = None
+    reason = None
+    if out is None:
+        reason = "no Material Output node"
+    elif not out.inputs["Surface"].is_linked:
+        reason = "nothing connected to the Surface output"
+    else:
+        taps = _tap_shader(nt, out.inputs["Surface"].links[0].from_socket)
+        if taps is None:
+            reason = f"surface shader {out.inputs['Surface'].links[0].from_node.bl_idname} has no BSDF to tap"
+    if taps is None:
+        taps = Taps({p: Src(const=FALLBACK[p]) for p in PARAMS})
+    for p in PARAMS:
+        _aov(nt, p, taps.values[p])
+    _aov(nt, "depth", socket=nt.nodes.new("ShaderNodeCameraData").outputs["View Z Depth"])
+    _aov(nt, "coverage", Src(const=1.0))
+    return {"material": mat.name, "tapped": reason is None, "fallback": reason, "notes": taps.notes}
+
+
+def register_aovs(view_layer) -> None:
+    for name, kind in AOVS.items():
+        a = view_layer.aovs.add()
+        a.name, a.type = name, kind
+
+
+def default_material():
+    """The material given to meshes that have none: a plain Principled BSDF (reported as fallback)."""
+    mat = bpy.data.materials.get("dr_no_material") or bpy.data.materials.new("dr_no_material")
+    return mat

@@ -1,0 +1,121 @@
+"""Shard reader: stream samples from local paths or fsspec URLs (DESIGN.md section 3).
+
+``iter_samples(source)`` accepts a shard (``.../shard-000000.tar``), a shards folder or
+``index.json``, or a run folder (which holds ``shards/``), local or remote (``s3://``, ...).
+Members are read in one sequential pass per shard; arrays are decoded as they arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from dr.shards import envmap
+from dr.shards.codec import decode_member
+from dr.shards.schema import PASSES, pass_suffix, split_member
+from dr.shards.writer import INDEX_NAME
+
+
+@dataclass
+class Sample:
+    """One clip: metadata, passes {name: (T, H, W, C) array}, the env map and per-frame cameras."""
+
+    key: str
+    meta: dict
+    passes: dict[str, np.ndarray] = field(default_factory=dict)
+    env: np.ndarray | None = None
+    c2w: np.ndarray | None = None
+    intrinsics: np.ndarray | None = None
+    cam_to_env: np.ndarray | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return int(self.meta["frames"])
+
+    def env_encodings(self, t: int, h: int = 256, w: int = 512) -> dict[str, np.ndarray]:
+        """env_ldr, env_log and env_nrm of frame t at h x w (float32, [0, 1])."""
+        if self.env is None or self.cam_to_env is None:
+            raise ValueError(f"sample {self.key} was read without its env map")
+        return envmap.encode_env(self.env, self.cam_to_env[t], h, w)
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def shard_urls(source: str) -> list[str]:
+    """The shard files a source names, in index order."""
+    import fsspec
+
+    src = str(source)
+    if src.endswith(".tar"):
+        return [src]
+    fs, path = fsspec.core.url_to_fs(src)
+    if src.endswith(INDEX_NAME):
+        index_url, base = src, src[: -len(INDEX_NAME)].rstrip("/")
+    elif fs.exists(_join(path, INDEX_NAME)):
+        index_url, base = _join(src, INDEX_NAME), src
+    elif fs.exists(_join(path, "shards/" + INDEX_NAME)):
+        base = _join(src, "shards")
+        index_url = _join(base, INDEX_NAME)
+    else:
+        raise FileNotFoundError(f"{src}: no shard, shards/index.json or index.json there")
+    with fsspec.open(index_url, "rt") as f:
+        index = json.load(f)
+    return [_join(base, s["name"]) for s in index["shards"]]
+
+
+def _wanted(suffix: str, passes: set[str] | None, with_env: bool) -> bool:
+    if suffix == "env.npy.zst":
+        return with_env
+    if suffix.endswith(".npy.zst") and suffix[: -len(".npy.zst")] in PASSES:
+        return passes is None or suffix[: -len(".npy.zst")] in passes
+    return True
+
+
+def _assemble(key: str, members: dict[str, object]) -> Sample:
+    meta = members.pop("json", None)
+    if meta is None:
+        raise ValueError(f"sample {key} has no {key}.json")
+    s = Sample(key=key, meta=meta)
+    for name in PASSES:
+        if pass_suffix(name) in members:
+            s.passes[name] = members.pop(pass_suffix(name))
+    s.env = members.pop("env.npy.zst", None)
+    s.c2w = members.pop("c2w.npy", None)
+    s.intrinsics = members.pop("intrinsics.npy", None)
+    s.cam_to_env = members.pop("cam_to_env.npy", None)
+    s.extra = members
+    return s
+
+
+def iter_shard(url: str, passes: Iterable[str] | None = None, with_env: bool = True) -> Iterator[Sample]:
+    """Stream the samples of one shard. ``passes`` limits which passes are decoded (default all)."""
+    import fsspec
+
+    want = None if passes is None else set(passes)
+    with fsspec.open(url, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        key, members = None, {}
+        for info in tar:
+            if not info.isfile():
+                continue
+            k, suffix = split_member(info.name)
+            if k != key:
+                if key is not None:
+                    yield _assemble(key, members)
+                key, members = k, {}
+            if _wanted(suffix, want, with_env):
+                members[suffix] = decode_member(suffix, tar.extractfile(info).read())
+        if key is not None:
+            yield _assemble(key, members)
+
+
+def iter_samples(source: str, passes: Iterable[str] | None = None, with_env: bool = True) -> Iterator[Sample]:
+    """Stream every sample of a shard, shards folder, index.json or run folder (path or URL)."""
+    for url in shard_urls(str(source)):
+        yield from iter_shard(url, passes=passes, with_env=with_env)

@@ -1,0 +1,146 @@
+"""Shard writer (DESIGN.md section 3): POSIX tar files of whole samples, and shards/index.json.
+
+A shard is written as ``shard-NNNNNN.tar.partial`` and renamed into place only when closed; a
+sample whose members cannot all be written is cut off again (the tar is truncated back to where
+the sample began), so a shard never holds part of a sample. Tar headers carry no time or owner,
+so the same samples give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+from dr.shards.schema import KEY_RE, SCHEMA_VERSION
+
+INDEX_NAME = "index.json"
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:06d}.tar"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_index(shards_dir: Path) -> dict:
+    """The shards folder's index (an empty one if there is none yet)."""
+    path = Path(shards_dir) / INDEX_NAME
+    if not path.is_file():
+        return {"schema_version": SCHEMA_VERSION, "shards": []}
+    return json.loads(path.read_text())
+
+
+def update_index(shards_dir: Path, entry: dict) -> None:
+    """Add or replace one shard's entry in index.json (atomically: temp file, fsync, rename)."""
+    shards_dir = Path(shards_dir)
+    index = read_index(shards_dir)
+    shards = [s for s in index["shards"] if s["name"] != entry["name"]] + [entry]
+    index["shards"] = sorted(shards, key=lambda s: s["name"])
+    index["samples"] = sum(s["samples"] for s in index["shards"])
+    tmp = shards_dir / f".{INDEX_NAME}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(index, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, shards_dir / INDEX_NAME)
+    _fsync_dir(shards_dir)
+
+
+class ShardWriter:
+    """Writes samples into ``shards_dir/shard-<number>.tar``.
+
+    ``add(key, members)`` takes the members as {suffix: bytes or path of a file}; ``close()``
+    finishes the tar, fsyncs it, renames it into place and records it in index.json. Used as a
+    context manager, an exception discards the unfinished shard instead.
+    """
+
+    def __init__(self, shards_dir: str | os.PathLike[str], number: int = 0):
+        self.dir = Path(shards_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = shard_name(number)
+        self.final = self.dir / self.name
+        if self.final.exists():
+            raise FileExistsError(f"{self.final} already exists")
+        self.partial = self.dir / (self.name + ".partial")
+        self._file = open(self.partial, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+        self.keys: list[str] = []
+
+    def add(self, key: str, members: dict[str, bytes | os.PathLike[str]]) -> None:
+        if not KEY_RE.match(key):
+            raise ValueError(f"sample key {key!r} is not [a-z0-9_]+")
+        if key in self.keys:
+            raise ValueError(f"sample {key!r} is already in {self.name}")
+        start = self._file.tell()
+        try:
+            for suffix, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = 0o644, 0, 0, 0, "", ""
+                if isinstance(data, (bytes, bytearray)):
+                    info.size = len(data)
+                    self._tar.addfile(info, io.BytesIO(data))
+                else:
+                    info.size = os.path.getsize(data)
+                    with open(data, "rb") as f:
+                        self._tar.addfile(info, f)
+            self._file.flush()
+        except BaseException:
+            # cut the partial sample off: the tar stays a valid prefix of whole samples
+            self._file.seek(start)
+            self._file.truncate(start)
+            self._tar.offset = start
+            self._tar.members = [m for m in self._tar.members if m.offset < start]
+            raise
+        self.keys.append(key)
+
+    def close(self) -> dict:
+        """Finish the shard; returns its index entry."""
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        entry = {"name": self.name, "samples": len(self.keys), "bytes": self.partial.stat().st_size,
+                 "sha256": sha256_file(self.partial), "keys": list(self.keys)}
+        os.replace(self.partial, self.final)
+        _fsync_dir(self.dir)
+        update_index(self.dir, entry)
+        return entry
+
+    def discard(self) -> None:
+        try:
+            self._tar.close()
+        except Exception:
+            pass
+        self._file.close()
+        self.partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
