@@ -1,4 +1,4 @@
-"""`dr-data`: make training data (assets, scenes; rendering and runs arrive with their issues)."""
+"""`dr-data`: make training data (assets, scenes, rendering; runs arrive with their issue)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from dr.cli import assets_cmd, scenes_cmd
+from dr.cli import assets_cmd, render_cmd, scenes_cmd
 from dr.cli.runner import run
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(assets_cmd.app, name="assets")
 app.add_typer(scenes_cmd.app, name="scenes")
+app.command("render")(render_cmd.render)
 
 
 def main(argv: list[str] | None = None) -> None:
