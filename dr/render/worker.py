@@ -180,7 +180,10 @@ class RenderWorker:
                     else:
                         continue
                 if msg[0] == "eof":
-                    code = self._proc.poll() if self._proc is not None else None
+                    try:
+                        code = self._proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        code = None
                     self._kill()
                     how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
                     raise WorkerCrashed(f"render worker died while rendering clip {key} ({how}); see {job['log']}",
