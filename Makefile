@@ -36,7 +36,10 @@ demo: install
 	$(BIN)/dr-data assets build --builtin
 	$(BIN)/dr-data scenes sample --preset cpu-demo --seed 0 --index 0 --n 16 --out $(DEMO)/scenes.jsonl
 	$(BIN)/dr-data assets show
-	@echo "demo: 16 scene specs in $(DEMO)/scenes.jsonl; built-in assets in $(DR_CACHE_DIR)"
+	$(BIN)/dr-data scenes sample --preset cpu-demo --seed 0 --index 0 > $(DEMO)/clip0.json
+	rm -rf $(DEMO)/clip0
+	$(BIN)/dr-data render $(DEMO)/clip0.json --out $(DEMO)/clip0 --preset cpu-demo
+	@echo "demo: 16 scene specs in $(DEMO)/scenes.jsonl; clip 0 path-traced into $(DEMO)/clip0 (open $(DEMO)/clip0/preview.png)"
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -44,6 +47,7 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_scenes.py
 	$(BIN)/python bench/bench_probe.py
+	$(BIN)/python bench/bench_render.py
 
 clean:
 	rm -rf $(VENV) .cache $(DEMO) .pytest_cache
