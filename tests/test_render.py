@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import render_scenes as RS
-from dr.render.errors import WorkerCrashed
+from dr.render.errors import ClipTimeout, WorkerCrashed
 from dr.render.settings import RenderSettings
-from dr.render.worker import RenderWorker
+from dr.render.worker import RenderWorker, WorkerLimits
 from dr.shards.envmap import sample_env
 from dr.shards.reader import iter_samples
 from dr.shards.schema import member_suffixes
@@ -147,6 +147,9 @@ def test_rendered_sample_is_complete(rendered):
     assert m["material_fallbacks"] == [] and {t["material"] for t in m["material_taps"]} >= {"banded"}
     assert all(v >= 0 for v in m["timings_s"].values())
     assert {a["id"] for a in m["assets"]} >= {"test:object/banded_ball", "test:hdri/smooth_sky"}
+    # Blender's glTF import puts the ball where the spec's normalization expects it
+    (check,) = m["asset_import_checks"]
+    assert check["agrees"] and abs(check["rest_min_z_m"]) < 1e-3 and check["rest_height_m"] == pytest.approx(1.0, abs=2e-3)
 
 
 def _median_abs(x, truth):
@@ -289,3 +292,25 @@ def test_killed_worker_fails_the_clip_cleanly_and_the_next_clip_renders(tmp_path
         assert w.started == 2 and pids[0] != pids[1]
     assert sorted(os.listdir(tmp_path / "staging")) == ["survivor"]
     assert Path(res["dir"]).name == "survivor"
+
+
+@pytest.mark.parametrize("limits", [WorkerLimits(max_clips=1), WorkerLimits(max_rss_mb=1.0)], ids=["clips", "memory"])
+def test_worker_is_recycled(tmp_path, builtin_manifest, sky_path, ball_path, cache_dir, limits):
+    fast = RenderSettings(samples=1, denoiser="none", max_bounces=0)
+    pids = []
+    with RenderWorker(cache_dir, tmp_path / "tmp", threads=2, limits=limits) as w:
+        for name in ("first", "second"):
+            spec = RS.test_spec(builtin_manifest, sky_path, ball_path, frames=1, clip_id=name)
+            w.render(_job(spec, tmp_path, fast), on_event=lambda m: pids.append(m[1]) if m[0] == "started" else None)
+        assert w.started == 2 and pids[0] != pids[1]
+    assert sorted(os.listdir(tmp_path / "staging")) == ["first", "second"]
+
+
+def test_a_clip_past_its_time_limit_is_killed(tmp_path, builtin_manifest, sky_path, ball_path, cache_dir):
+    spec = RS.test_spec(builtin_manifest, sky_path, ball_path, frames=4, clip_id="slow")
+    slow = RenderSettings(samples=64, denoiser="none", adaptive_threshold=0.0)
+    with RenderWorker(cache_dir, tmp_path / "tmp", threads=2, limits=WorkerLimits(timeout_s=0.5)) as w:
+        with pytest.raises(ClipTimeout, match="0.5 s limit"):
+            w.render(_job(spec, tmp_path, slow))
+        assert w.pid is None
+    assert not any((tmp_path / "staging").glob("*slow*"))

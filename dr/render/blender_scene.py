@@ -32,6 +32,7 @@ class BuiltScene:
     objects: dict[str, object]
     materials: list[dict] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    import_checks: list[dict] = field(default_factory=list)
 
 
 def _constant_interpolation(id_data) -> None:
@@ -207,6 +208,33 @@ def _import_gltf(obj: SceneObject, files: AssetFiles) -> tuple[list, list[str]]:
     return new, roots, removed
 
 
+def _own_bounds(meshes) -> np.ndarray:
+    """(2, 3) bounding box of the meshes' vertices in the asset's own coordinates (as imported)."""
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for o in meshes:
+        co = np.empty(len(o.data.vertices) * 3)
+        o.data.vertices.foreach_get("co", co)
+        if co.size == 0:
+            continue
+        M = np.asarray(o.matrix_world)
+        p = co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]
+        lo, hi = np.minimum(lo, p.min(0)), np.maximum(hi, p.max(0))
+    return np.stack([lo, hi])
+
+
+def import_check(obj: SceneObject, bounds: np.ndarray) -> dict:
+    """Does the imported asset rest where the spec put it? The spec's normalization was computed
+    from the manifest probe's bounds (trimesh); Blender's importer must agree: at rest the object
+    stands on z = 0 with the spec's height."""
+    N = np.asarray(obj.normalization)
+    corners = np.array([[x, y, z, 1.0] for x in bounds[:, 0] for y in bounds[:, 1] for z in bounds[:, 2]])
+    rest = corners @ N.T
+    min_z, height = float(rest[:, 2].min()), float(rest[:, 2].max() - rest[:, 2].min())
+    ok = abs(min_z) <= 0.01 * obj.height_m + 1e-4 and abs(height - obj.height_m) <= 0.02 * obj.height_m + 1e-4
+    return {"object": obj.name, "asset": obj.asset.id, "rest_min_z_m": round(min_z, 5), "rest_height_m": round(height, 5),
+            "spec_height_m": obj.height_m, "agrees": ok}
+
+
 def _primitive(obj: SceneObject):
     shape = obj.shape
     if shape == "cube":
@@ -315,6 +343,7 @@ def build_scene(spec: SceneSpec, files: AssetFiles, hdri_path: Path, with_aovs: 
     scene.render.resolution_percentage = 100
 
     removed: list[str] = []
+    checks: list[dict] = []
     roots: dict[str, object] = {}
     meshes = []
     for obj in spec.objects:
@@ -323,7 +352,10 @@ def build_scene(spec: SceneSpec, files: AssetFiles, hdri_path: Path, with_aovs: 
         if obj.shape == "asset":
             new, tops, gone = _import_gltf(obj, files)
             removed += gone
-            meshes += [o for o in new if o.type == "MESH"]
+            new_meshes = [o for o in new if o.type == "MESH"]
+            meshes += new_meshes
+            bpy.context.view_layer.update()
+            checks.append(import_check(obj, _own_bounds(new_meshes)))
         else:
             tops = [_primitive(obj)]
             meshes += tops
@@ -364,4 +396,5 @@ def build_scene(spec: SceneSpec, files: AssetFiles, hdri_path: Path, with_aovs: 
                 if mat.name == "dr_no_material":
                     rep["fallback"] = rep["fallback"] or "mesh without a material: Blender's default Principled BSDF"
                 reports.append(rep)
-    return BuiltScene(scene=scene, camera=scene.camera, objects=roots, materials=reports, removed=removed)
+    return BuiltScene(scene=scene, camera=scene.camera, objects=roots, materials=reports, removed=removed,
+                      import_checks=checks)

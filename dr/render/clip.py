@@ -155,7 +155,8 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
     (partial / "json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     os.replace(partial, final)
     return {"key": key, "dir": str(final), "timings": timings, "device": device.describe(),
-            "bytes": sizes, "fallbacks": meta["material_fallbacks"]}
+            "bytes": sizes, "fallbacks": meta["material_fallbacks"],
+            "import_mismatches": [c for c in built.import_checks if not c["agrees"]]}
 
 
 def clip_metadata(spec: SceneSpec, settings: RenderSettings, device, job: dict, built, env_shape, passes,
@@ -208,6 +209,7 @@ def clip_metadata(spec: SceneSpec, settings: RenderSettings, device, job: dict, 
         "material_fallbacks": fallbacks,
         "material_notes": notes,
         "removed_from_assets": built.removed,
+        "asset_import_checks": built.import_checks,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "member_bytes": sizes,
     }
