@@ -61,6 +61,7 @@ def test_explicit_gpu_that_is_not_there_fails_in_one_line(tmp_path, spec_file):
 @pytest.mark.parametrize("args, message", [
     (["missing.json"], "spec file"),
     (["BAD"], "is not a valid scene spec"),
+    (["MULTI"], "holds 2 scene specs"),
     (["SPEC", "--device", "metal"], "--device 'metal'"),
     (["SPEC", "--set", "render.samples=0"], "render.samples"),
     (["SPEC", "--preset", "huge"], "unknown preset"),
@@ -68,7 +69,10 @@ def test_explicit_gpu_that_is_not_there_fails_in_one_line(tmp_path, spec_file):
 def test_bad_input_is_one_line_and_status_2(tmp_path, spec_file, args, message):
     bad = tmp_path / "bad.json"
     bad.write_text('{"clip_id": "x"}')
-    args = [str(spec_file) if a == "SPEC" else str(bad) if a == "BAD" else a for a in args]
+    multi = tmp_path / "specs.jsonl"
+    one = json.dumps(json.loads(spec_file.read_text()))
+    multi.write_text(one + "\n" + one + "\n")
+    args = [{"SPEC": str(spec_file), "BAD": str(bad), "MULTI": str(multi)}.get(a, a) for a in args]
     r = run_cli("render", *args, "--out", str(tmp_path / "o"))
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr and "Traceback" not in r.stderr

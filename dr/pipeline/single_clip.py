@@ -35,13 +35,15 @@ def load_spec(path: Path) -> SceneSpec:
         raise UserError(f"spec file {str(path)!r} not found")
     text = path.read_text()
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    if len(lines) > 1 and all(ln.lstrip().startswith("{") and ln.rstrip().endswith("}") for ln in lines):
+    if len(lines) > 1:
         try:
             json.loads(lines[0])
+            several = True  # JSON lines
+        except json.JSONDecodeError:
+            several = False  # one indented JSON object
+        if several:
             raise UserError(f"{path} holds {len(lines)} scene specs (JSON lines); render one at a time, e.g. "
                             f"`dr-data scenes sample --index K > spec.json`")
-        except json.JSONDecodeError:
-            pass  # an indented single JSON object
     try:
         return SceneSpec.model_validate_json(text)
     except ValidationError as e:

@@ -42,9 +42,9 @@ def _configure(scene, settings: RenderSettings, with_aovs: bool) -> None:
     if settings.adaptive_threshold > 0:
         c.adaptive_threshold = settings.adaptive_threshold
     c.max_bounces = settings.max_bounces
-    for name in ("diffuse_bounces", "glossy_bounces", "transmission_bounces", "volume_bounces"):
-        setattr(c, name, min(getattr(c, name) if name == "volume_bounces" else settings.max_bounces,
-                             settings.max_bounces))
+    # the total is the limit; the per-kind limits (default 4 diffuse, 4 glossy) must not cut below it
+    c.diffuse_bounces = c.glossy_bounces = c.transmission_bounces = settings.max_bounces
+    c.volume_bounces = min(c.volume_bounces, settings.max_bounces)
     c.sample_clamp_direct = 0.0
     c.sample_clamp_indirect = settings.clamp_indirect
     c.use_denoising = settings.denoiser == "oidn"

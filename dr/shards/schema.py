@@ -32,16 +32,6 @@ PASSES: dict[str, PassSpec] = {p.name: p for p in (
     PassSpec("mask", 1, np.dtype(np.uint8), "1 where a surface was hit, 0 for background"),
 )}
 
-# suffix -> (is compressed, description); passes add "<pass>.npy.zst"
-FIXED_MEMBERS = {
-    "json": "metadata",
-    "env.npy.zst": "equirect HDR map (He, 2He, 3) float16",
-    "c2w.npy": "float32 (T, 4, 4) camera-to-world, OpenGL camera axes",
-    "intrinsics.npy": "float32 (T, 3, 3) pinhole K in pixels",
-    "cam_to_env.npy": "float32 (T, 3, 3) camera direction -> env frame",
-}
-
-
 def pass_suffix(name: str) -> str:
     return f"{name}.npy.zst"
 
