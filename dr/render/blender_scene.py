@@ -179,8 +179,8 @@ def _material_for(obj: SceneObject, files: AssetFiles):
     return None
 
 
-def _import_gltf(obj: SceneObject, files: AssetFiles) -> tuple[list, list[str]]:
-    """Import the asset's GLB; returns its root objects and what was removed (lights, cameras,
+def _import_gltf(obj: SceneObject, files: AssetFiles) -> tuple[list, list, list[str]]:
+    """Import the asset's GLB; returns its new objects, their roots and what was removed (lights, cameras,
     animation) so that nothing but the spec moves or lights the scene."""
     path = files.path(obj.asset)
     before = set(bpy.data.objects)
