@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -19,6 +18,7 @@ from typing import Any, Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dr.errors import UserError
+from dr.files import write_text_atomic
 
 Kind = Literal["object", "material", "hdri"]
 KINDS: tuple[str, ...] = ("object", "material", "hdri")
@@ -116,15 +116,7 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     """Write atomically (temporary file in the same folder, then rename); return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(manifest.to_jsonl())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, manifest.to_jsonl())
     manifest.path = path
     return path
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from dr.assets_manifest.manifest import AssetRecord
 from dr.assets_manifest.resolve import resolve_uri
+from dr.files import sha256_file
 from dr.srgb import srgb_to_linear
 
 # Bump when a probe measures something new or checks differently: cached probe results of an
@@ -26,14 +27,6 @@ LDR_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".tga", ".webp
 
 class ProbeFailure(Exception):
     """An asset failed a check; the message is the quarantine reason."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def probe(record: AssetRecord, max_triangles: int, cache: str | None = None) -> AssetRecord:

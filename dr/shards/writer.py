@@ -8,13 +8,13 @@ so the same samples give the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import tarfile
 from pathlib import Path
 
+from dr.files import sha256_file, write_text_atomic
 from dr.shards.schema import KEY_RE, SCHEMA_VERSION
 
 INDEX_NAME = "index.json"
@@ -22,14 +22,6 @@ INDEX_NAME = "index.json"
 
 def shard_name(number: int) -> str:
     return f"shard-{number:06d}.tar"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -58,13 +50,7 @@ def update_index(shards_dir: Path, entry: dict) -> None:
     shards = [s for s in index["shards"] if s["name"] != entry["name"]] + [entry]
     index["shards"] = sorted(shards, key=lambda s: s["name"])
     index["samples"] = sum(s["samples"] for s in index["shards"])
-    tmp = shards_dir / f".{INDEX_NAME}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(index, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, shards_dir / INDEX_NAME)
+    write_text_atomic(shards_dir / INDEX_NAME, json.dumps(index, indent=1, sort_keys=True) + "\n")
     _fsync_dir(shards_dir)
 
 
