@@ -56,11 +56,26 @@ def writable_file(out: Path, example: str) -> Path:
     out = out.expanduser().absolute()
     if out.is_dir():
         raise UserError(f"--out {str(out)!r} is a folder; give a file name such as {out / example}")
-    parent = out.parent
+    _check_nearest_folder(out, out.parent)
+    return out
+
+
+def writable_folder(out: Path) -> Path:
+    """Absolute ``out`` if it is a folder, or one can be made there, that can be written to;
+    UserError otherwise. Nothing is created here."""
+    out = out.expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file; give a folder")
+    _check_nearest_folder(out, out)
+    return out
+
+
+def _check_nearest_folder(out: Path, start: Path) -> None:
+    """The nearest existing ancestor of ``start`` (itself included) must be a writable folder."""
+    parent = start
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise UserError(f"cannot write {str(out)!r}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise UserError(f"cannot write {str(out)!r}: {str(parent)!r} is not writable")
-    return out

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dr.cli.options import CacheOpt, ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config
+from dr.cli.options import CacheOpt, ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config, writable_folder
 from dr.errors import UserError
 
 
@@ -35,7 +35,7 @@ def render(
     from dr.assets_manifest.build import available_cpus
     from dr.cache import cache_dir as resolve_cache
     from dr.cli.progress import console, count_progress
-    from dr.pipeline.single_clip import check_out, load_spec, render_single
+    from dr.pipeline.single_clip import check_fresh, load_spec, render_single
     from dr.render.errors import RenderError
     from dr.render.settings import RenderCommandConfig
 
@@ -46,17 +46,14 @@ def render(
         sets.append(f"render.device={device}")
     cfg = effective_config(RenderCommandConfig, preset, config, sets, print_config)
     spec = load_spec(spec_file)
-    out = check_out(out)
+    out = check_fresh(writable_folder(out))
     cache = resolve_cache(cache_dir)
     n_threads = threads or available_cpus()
 
-    got = {}
     with count_progress(f"rendering {spec.clip_id}", spec.frames) as advance:
         def on_event(msg):
             if msg[0] == "frame":
                 advance()
-            elif msg[0] == "done":
-                got.update(msg[1])
 
         try:
             res = render_single(spec, out, cfg, cache, n_threads, save_blend=save_blend, on_event=on_event)

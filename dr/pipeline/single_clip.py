@@ -52,20 +52,10 @@ def load_spec(path: Path) -> SceneSpec:
         raise UserError(f"{path} is not a valid scene spec: {loc}: {err['msg']}") from None
 
 
-def check_out(out: Path) -> Path:
-    """A folder a one-clip run can be written to (missing ones are made later); UserError otherwise."""
-    import os
-
-    out = out.expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {str(out)!r} is a file; give a folder")
+def check_fresh(out: Path) -> Path:
+    """``out`` unless it already holds a rendered clip (UserError: nothing is overwritten)."""
     if (out / "shards" / INDEX_NAME).exists() or (out / "shards" / shard_name(0)).exists():
         raise UserError(f"--out {str(out)!r} already holds a rendered clip; remove it or choose another folder")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write {str(out)!r}: {str(parent)!r} is not a writable folder")
     return out
 
 
