@@ -12,6 +12,8 @@ import textwrap
 
 import pytest
 
+from dr.render.worker import blender_env
+
 SCRIPT = textwrap.dedent('''
     import json, sys
     import bpy
@@ -110,7 +112,7 @@ def _mix(f):
 @pytest.fixture(scope="module")
 def taps(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("taps")
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp / "user"), "XDG_CACHE_HOME": str(tmp / "xdg")}
+    env = {**os.environ, **blender_env(tmp / "cache", tmp / "tmp")}
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp), "mix_const", "mix_linked", "add", "glossy", "emission"],
                        capture_output=True, text=True, env=env, timeout=300)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]

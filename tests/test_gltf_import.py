@@ -12,6 +12,8 @@ import textwrap
 
 import numpy as np
 
+from dr.render.worker import blender_env
+
 SCRIPT = textwrap.dedent('''
     import json, sys
     import bpy
@@ -32,7 +34,7 @@ def test_blender_import_bounds_equal_the_probe_bounds(builtin_manifest, cache_di
 
     objects = builtin_manifest.usable("object")
     paths = {str(resolve_uri(r.uri, cache_dir)): r for r in objects}
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env = {**os.environ, **blender_env(tmp_path / "cache", tmp_path / "tmp")}
     r = subprocess.run([sys.executable, "-c", SCRIPT, *paths], capture_output=True, text=True, env=env, timeout=300)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, r.stdout[-2000:] + r.stderr[-2000:]

@@ -314,3 +314,26 @@ def test_a_clip_past_its_time_limit_is_killed(tmp_path, builtin_manifest, sky_pa
             w.render(_job(spec, tmp_path, slow))
         assert w.pid is None
     assert not any((tmp_path / "staging").glob("*slow*"))
+
+
+def test_a_mesh_without_material_gets_a_recorded_fallback(tmp_path, builtin_manifest, sky_path, cache_dir):
+    """A glTF mesh with no material renders with Blender's default Principled BSDF (base 0.8,
+    roughness 0.5, metallic 0); the passes show exactly that and the clip says so."""
+    import trimesh
+
+    plain = tmp_path / "plain.glb"
+    plain.write_bytes(trimesh.Scene(trimesh.creation.icosphere(subdivisions=4, radius=0.5)).export(file_type="glb"))
+    spec = RS.test_spec(builtin_manifest, sky_path, plain, frames=1, clip_id="plain")
+    with RenderWorker(cache_dir, tmp_path / "tmp", threads=2) as w:
+        res = w.render(_job(spec, tmp_path, RenderSettings(samples=4, denoiser="none", max_bounces=0)))
+    assert res["fallbacks"] == [{"material": "dr_no_material",
+                                 "reason": "mesh without a material: Blender's default Principled BSDF"}]
+    d = Path(res["dir"])
+    with ShardWriter(tmp_path / "shards") as sw:
+        sw.add("plain", {s: d / s for s in member_suffixes()})
+    s = next(iter_samples(str(tmp_path / "shards")))
+    px = classify(spec, 0) == "ball"
+    assert px.sum() > 20
+    assert _median_abs(s.passes["basecolor"][0][px], (0.8, 0.8, 0.8)) < 1e-3
+    assert _median_abs(s.passes["roughness"][0][px], 0.5) < 1e-3
+    assert _median_abs(s.passes["metallic"][0][px], 0.0) < 1e-3

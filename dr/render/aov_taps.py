@@ -156,7 +156,9 @@ def register_aovs(view_layer) -> None:
         a.name, a.type = name, kind
 
 
+NO_MATERIAL = "dr_no_material"
+
+
 def default_material():
     """The material given to meshes that have none: a plain Principled BSDF (reported as fallback)."""
-    mat = bpy.data.materials.get("dr_no_material") or bpy.data.materials.new("dr_no_material")
-    return mat
+    return bpy.data.materials.get(NO_MATERIAL) or bpy.data.materials.new(NO_MATERIAL)

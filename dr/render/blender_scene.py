@@ -17,7 +17,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from dr.render.aov_taps import default_material, register_aovs, tap_material
+from dr.render.aov_taps import NO_MATERIAL, default_material, register_aovs, tap_material
 from dr.render.errors import AssetError, RenderError
 from dr.scenes.spec import PrincipledMaterial, SceneObject, SceneSpec, TextureMaterial
 
@@ -280,8 +280,7 @@ def _world(spec: SceneSpec, hdri_path: Path, frames: range):
     mapping = nt.nodes.new("ShaderNodeMapping")
     mapping.vector_type = "VECTOR"
     env = nt.nodes.new("ShaderNodeTexEnvironment")
-    env.image = bpy.data.images.load(str(hdri_path), check_existing=True)
-    env.image.colorspace_settings.name = "Linear Rec.709"
+    env.image = _image(hdri_path, "Linear Rec.709")
     env.interpolation = "Linear"
     env.projection = "EQUIRECTANGULAR"
     # The world rotates per frame, so Cycles rebuilds its importance map every frame; at
@@ -379,21 +378,19 @@ def build_scene(spec: SceneSpec, files: AssetFiles, hdri_path: Path, with_aovs: 
     reports = []
     if with_aovs:
         register_aovs(scene.view_layers[0])
-        for m in meshes:
-            if not m.material_slots or all(s.material is None for s in m.material_slots):
-                m.data.materials.clear()
-                m.data.materials.append(default_material())
         seen = set()
         for m in meshes:
+            if not m.material_slots:
+                m.data.materials.append(default_material())
             for slot in m.material_slots:
-                mat = slot.material or default_material()
                 if slot.material is None:
-                    slot.material = mat
+                    slot.material = default_material()
+                mat = slot.material
                 if mat.name in seen:
                     continue
                 seen.add(mat.name)
                 rep = tap_material(mat)
-                if mat.name == "dr_no_material":
+                if mat.name == NO_MATERIAL:
                     rep["fallback"] = rep["fallback"] or "mesh without a material: Blender's default Principled BSDF"
                 reports.append(rep)
     return BuiltScene(scene=scene, camera=scene.camera, objects=roots, materials=reports, removed=removed,

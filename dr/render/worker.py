@@ -32,14 +32,18 @@ class WorkerLimits:
 
 
 def blender_env(cache_dir: Path, tmp_dir: Path) -> dict[str, str]:
-    """Environment that keeps bpy out of the home folder (set before bpy is imported)."""
-    return {
+    """Environment that keeps bpy out of the home folder (set it before bpy is imported); the
+    folders it names are created."""
+    env = {
         "BLENDER_USER_RESOURCES": str(cache_dir / "blender" / "user"),
         "XDG_CACHE_HOME": str(cache_dir / "blender" / "xdg-cache"),
         "TMPDIR": str(tmp_dir),
         "TEMP": str(tmp_dir),
         "TMP": str(tmp_dir),
     }
+    for p in env.values():
+        Path(p).mkdir(parents=True, exist_ok=True)
+    return env
 
 
 def _rss_mb() -> float:
@@ -115,8 +119,6 @@ class RenderWorker:
         from multiprocessing.connection import Connection
 
         env = blender_env(self.cache_dir, self.tmp_dir)
-        for p in env.values():
-            Path(p).mkdir(parents=True, exist_ok=True)
         parent, child = socket.socketpair()
         # a fresh interpreter (not fork: bpy and threads; not multiprocessing's spawn, which
         # re-imports the caller's __main__), with Blender's folders set before bpy loads
