@@ -150,7 +150,7 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
 
     timings = {"setup": t_setup - t_start, "import": t_import - t_setup, "trace": trace, "post": post,
                "write": t_write}
-    meta = clip_metadata(spec, settings, device, job, built, env.shape, sorted(frames if with_aovs else ["rgb"]),
+    meta = clip_metadata(spec, settings, device, job, built, env.shape, [n for n, arrs in frames.items() if arrs],
                          seed0, timings, sizes)
     (partial / "json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     os.replace(partial, final)

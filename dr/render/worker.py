@@ -92,7 +92,7 @@ def _child_main(conn) -> None:
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         log.close()
-        conn.send((*reply[:1], *reply[1:], _rss_mb()) if reply[0] == "error" else ("done", reply[1], _rss_mb()))
+        conn.send((*reply, _rss_mb()))
 
 
 class RenderWorker:
@@ -192,22 +192,21 @@ class RenderWorker:
                                         log=job["log"])
                 if on_event is not None:
                     on_event(msg)
-                if msg[0] == "done":
+                if msg[0] in ("done", "error"):
+                    # a clip ended either way: the worker has served one more, and says its memory
                     self.clips_served += 1
-                    if self.clips_served >= self.limits.max_clips or msg[2] > self.limits.max_rss_mb:
+                    if self.clips_served >= self.limits.max_clips or msg[-1] > self.limits.max_rss_mb:
                         self.close()
+                if msg[0] == "done":
                     return msg[1]
                 if msg[0] == "error":
-                    _, kind, message, asset_id, rss = msg
-                    self.clips_served += 1
-                    if rss > self.limits.max_rss_mb:
-                        self.close()
+                    _, kind, message, asset_id, _rss = msg
                     raise ERRORS.get(kind, RenderError)(message, asset_id=asset_id, log=job["log"])
-        except BaseException:
+        except BaseException as e:
             staging = Path(job["staging"])
             for p in (staging / f".{key}.partial", staging / key):
                 shutil.rmtree(p, ignore_errors=True)
-            if self._proc is not None and not isinstance(sys.exc_info()[1], RenderError):
+            if self._proc is not None and not isinstance(e, RenderError):
                 self._kill()  # interrupted (Ctrl-C): the worker may be mid-clip
             raise
 
