@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from dr.cli import assets_cmd, render_cmd, scenes_cmd
+from dr.cli import assets_cmd, generate_cmd, render_cmd, scenes_cmd
 from dr.cli.runner import run
 
 app = typer.Typer(
@@ -20,6 +20,8 @@ app = typer.Typer(
 app.add_typer(assets_cmd.app, name="assets")
 app.add_typer(scenes_cmd.app, name="scenes")
 app.command("render")(render_cmd.render)
+app.command("generate")(generate_cmd.generate)
+app.command("status")(generate_cmd.status)
 
 
 def main(argv: list[str] | None = None) -> None:

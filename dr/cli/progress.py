@@ -46,3 +46,23 @@ def count_progress(title: str, total: int) -> Iterator:
     with _progress() as bar:
         task = bar.add_task(title, total=total, note="")
         yield lambda n=1: bar.update(task, advance=n)
+
+
+@contextmanager
+def run_progress(title: str, total: int) -> Iterator[tuple]:
+    """Yields (on_start(resources, plan, state), on_progress(Progress), on_note(text)) for a run:
+    a bar of clips done, with failures, clips per hour and the time left."""
+    with _progress() as bar:
+        task = bar.add_task(title, total=total, note="")
+
+        def on_start(resources: str, plan, state) -> None:
+            console.print(f"{title}: {total} clips, {len(state.done)} already done; {resources}",
+                          soft_wrap=True, highlight=False)
+
+        def on_progress(p) -> None:
+            bar.update(task, completed=p.done, note=f"failed {p.failed}  {p.per_hour:.0f} clips/h")
+
+        def on_note(text: str) -> None:
+            console.print(f"  {text}", soft_wrap=True, highlight=False)
+
+        yield on_start, on_progress, on_note

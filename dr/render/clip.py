@@ -74,6 +74,7 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
     from dr.render.blender_scene import AssetFiles, build_scene
     from dr.render.devices import apply_device, find_device
     from dr.render.environment import load_stored_env
+    from dr.render.errors import AssetError
     from dr.render.exr import LAYERS, read_layers
     from dr.render.passes import frame_passes
 
@@ -100,6 +101,13 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
 
     files = AssetFiles(Path(job["cache_dir"]) if job.get("cache_dir") else None)
     hdri_path = files.path(spec.light.hdri)
+    # the HDRI is decoded by us first: Blender renders a broken image as black or pink without
+    # an error, which would put a wrong clip into the dataset instead of quarantining the file
+    try:
+        env = load_stored_env(hdri_path, spec.light.strength, settings.env_height)
+    except Exception as e:  # noqa: BLE001 - any decoding failure is this asset's fault
+        raise AssetError(f"asset {spec.light.hdri.id}: cannot decode the HDRI: {' '.join(str(e).split())[:300]}",
+                         asset_id=spec.light.hdri.id) from None
     built = build_scene(spec, files, hdri_path, with_aovs=with_aovs)
     if job.get("save_blend"):
         bpy.ops.wm.save_as_mainfile(filepath=str(job["save_blend"]), copy=True)
@@ -129,7 +137,6 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
         send(("frame", t, spec.frames))
 
     a = time.perf_counter()
-    env = load_stored_env(hdri_path, spec.light.strength, settings.env_height)
     c2w = np.asarray(spec.camera.c2w, dtype=np.float32)
     K = np.asarray(spec.camera.intrinsics, dtype=np.float32)
     cam_to_env = np.stack([spec.cam_to_env(t) for t in range(spec.frames)]).astype(np.float32)

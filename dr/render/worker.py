@@ -56,8 +56,22 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child_main(conn) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """End this process once its parent is gone (a killed Ray worker or driver must not leave a
+    Blender rendering on): the socket only tells between clips, this also tells mid-clip."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _child_main(conn, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _exit_with_parent(parent)
     import bpy  # noqa: F401 - loaded once per worker
 
     from dr.render.clip import render_clip
@@ -122,7 +136,7 @@ class RenderWorker:
         parent, child = socket.socketpair()
         # a fresh interpreter (not fork: bpy and threads; not multiprocessing's spawn, which
         # re-imports the caller's __main__), with Blender's folders set before bpy loads
-        proc = subprocess.Popen([sys.executable, "-m", "dr.render.worker", str(child.fileno())],
+        proc = subprocess.Popen([sys.executable, "-m", "dr.render.worker", str(child.fileno()), str(os.getpid())],
                                 pass_fds=[child.fileno()], env={**os.environ, **env}, stdin=subprocess.DEVNULL)
         child.close()
         self._proc, self._conn = proc, Connection(parent.detach())
@@ -220,4 +234,4 @@ class RenderWorker:
 if __name__ == "__main__":
     from multiprocessing.connection import Connection
 
-    _child_main(Connection(int(sys.argv[1])))
+    _child_main(Connection(int(sys.argv[1])), int(sys.argv[2]))

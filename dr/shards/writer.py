@@ -54,19 +54,19 @@ def update_index(shards_dir: Path, entry: dict) -> None:
     _fsync_dir(shards_dir)
 
 
-class ShardWriter:
-    """Writes samples into ``shards_dir/shard-<number>.tar``.
+class SampleTar:
+    """Writes whole samples into the tar file ``path`` (via ``path.partial``, renamed on close).
 
     ``add(key, members)`` takes the members as {suffix: bytes or path of a file}; ``close()``
-    finishes the tar, fsyncs it, renames it into place and records it in index.json. Used as a
-    context manager, an exception discards the unfinished shard instead.
+    finishes the tar, fsyncs it, renames it into place and returns {bytes, sha256, keys}. Used
+    as a context manager, an exception discards the unfinished file instead.
     """
 
-    def __init__(self, shards_dir: str | os.PathLike[str], number: int = 0):
-        self.dir = Path(shards_dir)
+    def __init__(self, path: str | os.PathLike[str]):
+        self.final = Path(path)
+        self.dir = self.final.parent
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.name = shard_name(number)
-        self.final = self.dir / self.name
+        self.name = self.final.name
         if self.final.exists():
             raise FileExistsError(f"{self.final} already exists")
         self.partial = self.dir / (self.name + ".partial")
@@ -102,7 +102,7 @@ class ShardWriter:
         self.keys.append(key)
 
     def close(self) -> dict:
-        """Finish the shard; returns its index entry."""
+        """Finish the file; returns {name, samples, bytes, sha256, keys}."""
         self._tar.close()
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -111,7 +111,6 @@ class ShardWriter:
                  "sha256": sha256_file(self.partial), "keys": list(self.keys)}
         os.replace(self.partial, self.final)
         _fsync_dir(self.dir)
-        update_index(self.dir, entry)
         return entry
 
     def discard(self) -> None:
@@ -122,7 +121,7 @@ class ShardWriter:
         self._file.close()
         self.partial.unlink(missing_ok=True)
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -130,3 +129,20 @@ class ShardWriter:
             self.close()
         else:
             self.discard()
+
+
+class ShardWriter(SampleTar):
+    """Writes samples into ``shards_dir/shard-<number>.tar`` (see :class:`SampleTar`); ``close()``
+    also records the shard in ``shards_dir/index.json`` unless ``index`` is False (a run's
+    driver keeps the index itself)."""
+
+    def __init__(self, shards_dir: str | os.PathLike[str], number: int = 0, index: bool = True):
+        super().__init__(Path(shards_dir) / shard_name(number))
+        self._index = index
+
+    def close(self) -> dict:
+        """Finish the shard; returns its index entry."""
+        entry = super().close()
+        if self._index:
+            update_index(self.dir, entry)
+        return entry

@@ -1,0 +1,121 @@
+"""Ray as the run's engine: a local Ray started for the command (temp folder and logs in the run
+folder), or a cluster joined with an address; and what the render tasks may ask of it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dr.errors import UserError
+
+# AF_UNIX socket paths are limited to 107 bytes; Ray puts its sockets at
+# <temp>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store (about 75 bytes past <temp>)
+_SOCKET_TAIL = 75
+_UNIX_PATH_MAX = 107
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the render tasks get: how many run at once, with how many threads, on a GPU or not."""
+
+    workers: int
+    threads: int
+    gpu: bool
+    cluster_cpus: float
+    cluster_gpus: float
+    local: bool
+
+    def describe(self) -> str:
+        where = "local Ray" if self.local else "Ray cluster"
+        on = "1 GPU" if self.gpu else "CPU"
+        return (f"{self.workers} render worker{'s' * (self.workers != 1)} ({on}, {self.threads} thread"
+                f"{'s' * (self.threads != 1)} each) on a {where} with {self.cluster_cpus:g} CPUs, {self.cluster_gpus:g} GPUs")
+
+
+def ray_temp_dir(run_local: Path | None, cache: Path) -> Path:
+    """Ray's temp folder: ``DR_RAY_TEMP_DIR`` if set; else ``RUN/.ray`` for a local run whose
+    path leaves room for Ray's socket names; else a short folder in the cache."""
+    if os.environ.get("DR_RAY_TEMP_DIR"):
+        return Path(os.environ["DR_RAY_TEMP_DIR"]).absolute()
+    if run_local is not None and len(str(run_local / ".ray")) + _SOCKET_TAIL <= _UNIX_PATH_MAX:
+        return run_local / ".ray"
+    short = cache / "ray" / hashlib.sha256(str(run_local or cache).encode()).hexdigest()[:8]
+    if len(str(short)) + _SOCKET_TAIL <= _UNIX_PATH_MAX:
+        return short
+    raise UserError(f"no folder for Ray's temp files with a path short enough for its sockets ({short}); "
+                    f"set DR_RAY_TEMP_DIR to a short path")
+
+
+def start(address: str | None, temp_dir: Path, num_cpus: int | None = None) -> bool:
+    """Start a local Ray (address None) or join ``address``. Returns True when local."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not address and "RAY_AUTH_MODE" not in os.environ:
+        # a token of our own, set before Ray reads its config: Ray would otherwise create ~/.ray/auth_token
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    import ray
+
+    if ray.is_initialized():
+        return address is None
+    common = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True,
+                  namespace="dr")
+    if address:
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(f"cannot join the Ray cluster at {address!r}: {' '.join(str(e).split())[:200]}") from None
+        return False
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    ray.init(num_cpus=num_cpus, _temp_dir=str(temp_dir), **common)
+    return True
+
+
+def stop() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _cluster() -> tuple[float, float, float, int]:
+    import ray
+
+    res = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    max_node_cpus = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
+    return res.get("CPU", 0.0), res.get("GPU", 0.0), max_node_cpus, len(nodes)
+
+
+def plan_resources(device: str, local: bool, workers: int | None, dry_run: bool, gpu_wait_s: float) -> Resources:
+    """Decide what each render task asks for. A device that needs a GPU on a cluster without one
+    is an error (after waiting ``gpu_wait_s`` for one to join, on a cluster), never a task that
+    pends forever."""
+    cpus, gpus, max_node_cpus, n_nodes = _cluster()
+    if dry_run:
+        w = workers or max(1, int(cpus))
+        return Resources(w, 1, False, cpus, gpus, local)
+    if device in ("optix", "cuda") and gpus < 1:
+        if local:
+            raise UserError(f"--device {device} needs a GPU and Ray sees none on this machine; "
+                            f"use --device auto (or cpu), or run on a GPU machine")
+        deadline = time.monotonic() + gpu_wait_s
+        while gpus < 1 and time.monotonic() < deadline:
+            time.sleep(5.0)
+            cpus, gpus, max_node_cpus, n_nodes = _cluster()
+        if gpus < 1:
+            raise UserError(f"--device {device} needs a GPU and no node of the Ray cluster has one "
+                            f"(waited {gpu_wait_s:g} s, run.gpu_wait_s); add a GPU worker group or use --device cpu")
+    gpu = device in ("optix", "cuda") or (device == "auto" and gpus >= 1)
+    if gpu:
+        w = workers or int(gpus)
+        per_gpu = cpus / max(gpus, 1.0)
+        threads = max(1, int(min(per_gpu, max_node_cpus)))
+    else:
+        w = workers or n_nodes
+        threads = max(1, int(min(max_node_cpus, cpus // w)))
+    return Resources(w, threads, gpu, cpus, gpus, local)
