@@ -1,4 +1,4 @@
-"""`dr-data`: make training data (assets, scenes, rendering; runs arrive with their issue)."""
+"""`dr-data`: make training data (assets, scenes, rendering, runs on Ray, and the tools around them)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import sys
 
 import typer
 
-from dr.cli import assets_cmd, generate_cmd, render_cmd, scenes_cmd
+from dr.cli import assets_cmd, export_cmd, generate_cmd, preview_cmd, render_cmd, scenes_cmd, validate_cmd
 from dr.cli.runner import run
 
 app = typer.Typer(
     name="dr-data",
     help="Make training data for neural inverse and forward rendering: asset manifests, scene specs, "
-         "path-traced clips with exact G-buffers. Errors exit with status 2 and one line.",
+         "path-traced clips with exact G-buffers, made at scale on Ray into validated shards. Errors exit with status 2 and one line.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -22,6 +22,9 @@ app.add_typer(scenes_cmd.app, name="scenes")
 app.command("render")(render_cmd.render)
 app.command("generate")(generate_cmd.generate)
 app.command("status")(generate_cmd.status)
+app.command("validate")(validate_cmd.validate)
+app.command("preview")(preview_cmd.preview)
+app.command("export")(export_cmd.export)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -103,18 +103,17 @@ def versions() -> dict:
 # the run folder
 
 def open_store(out: str) -> RunStore:
-    """The run folder, checked to be writable (it and its parents are made as needed)."""
+    """The run folder's store, checked (without writing anything) to be a folder that can be written."""
     store = RunStore(out)
     if store.local:
         p = store.local_path()
         if p.exists() and not p.is_dir():
             raise UserError(f"--out {str(p)!r} is a file; give a folder")
-    try:
-        store.makedirs()
-        store.write_text(".write-test", "ok\n")
-        store.remove([".write-test"])
-    except OSError as e:
-        raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
+        parent = p
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write to --out {str(p)!r}: {str(parent)!r} is not a writable folder")
     return store
 
 
@@ -131,19 +130,33 @@ def _load_manifest(req: Request):
     return load_or_build_manifest(Path(path.removeprefix("file://")) if path else None, req.cache_dir)
 
 
-def prepare(req: Request) -> tuple[RunStore, Plan, dict]:
-    """Create the run folder or check that it holds this same run; returns (store, plan, run.json)."""
-    from dr.config import config_hash
+@dataclass
+class Setup:
+    """A run checked but not yet written: what `inspect` found, what `commit` will write."""
+
+    store: RunStore
+    existing: dict | None
+    manifest: object
+    identity: dict
+    plan: Plan
+
+
+def inspect(req: Request) -> Setup:
+    """Check the request against the run folder without writing anything: the manifest can feed
+    the recipe, and an existing run has this same identity. UserError otherwise."""
     from dr.scenes.sampler import check_manifest
 
     if req.n <= 0:
         raise UserError(f"--n {req.n}: the number of clips must be at least 1")
     store = open_store(req.out)
-    existing = json.loads(store.read_text(RUN_JSON)) if store.exists(RUN_JSON) else None
-    if existing is None and store.local and any(p.name not in (".ray", ".staging") for p in store.local_path().iterdir()):
+    try:
+        existing = json.loads(store.read_text(RUN_JSON)) if store.exists(RUN_JSON) else None
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {store.url}/{RUN_JSON}: {e}") from None
+    if existing is None and store.local and store.local_path().is_dir() and any(
+            p.name not in (".ray", ".staging") for p in store.local_path().iterdir()):
         raise UserError(f"--out {store.url} is not empty and holds no run (no run.json); choose an empty or new folder")
-
-    if existing is not None and store.exists(MANIFEST_NAME) and req.manifest is None:
+    if existing is not None and req.manifest is None and store.exists(MANIFEST_NAME):
         from dr.assets_manifest.manifest import Manifest, read_records
 
         tmp = _local_copy(store, MANIFEST_NAME, req)
@@ -153,35 +166,41 @@ def prepare(req: Request) -> tuple[RunStore, Plan, dict]:
     check_manifest(req.cfg.scene, manifest)
     ident = identity(req.cfg, req.n, req.seed, req.clips_per_shard, manifest.digest(), req.dry_run)
     ident_hash = config_hash_of(ident)
-    plan = Plan(req.n, req.seed, req.clips_per_shard, ident_hash)
-    if existing is not None:
-        if existing.get("identity_hash") != ident_hash:
-            diff = identity_diff(existing.get("identity", {}), ident)
-            raise UserError(f"{store.url} holds a run made with different settings ({'; '.join(diff) or 'unknown'}); "
-                            f"resume it with its own settings (see its run.json) or choose another --out")
-        header = read_plan_header(store)
-        if header != plan.header():
-            write_plan(store, plan)  # the plan is a function of the identity: rewrite a damaged one
+    if existing is not None and existing.get("identity_hash") != ident_hash:
+        diff = identity_diff(existing.get("identity", {}), ident)
+        raise UserError(f"{store.url} holds a run made with different settings ({'; '.join(diff) or 'unknown'}); "
+                        f"resume it with its own settings (see its run.json) or choose another --out")
+    return Setup(store, existing, manifest, ident, Plan(req.n, req.seed, req.clips_per_shard, ident_hash))
+
+
+def commit(setup: Setup, req: Request) -> dict:
+    """Write (or update) run.json, the manifest copy and the plan; claim the run for this driver.
+    Returns run.json."""
+    from dr.config import config_hash
+
+    store, plan, existing = setup.store, setup.plan, setup.existing
     session = {"started": time.time(), "argv": req.argv, "host": socket.gethostname(), "pid": os.getpid(),
                "ray_address": req.ray_address, "workers": req.workers, "versions": versions(),
                "worker": req.cfg.worker.model_dump(mode="json"), "run": req.cfg.run.model_dump(mode="json")}
     run_json = existing or {
-        "created": time.time(), "run_id": f"{(req.out.rstrip('/').rsplit('/', 1)[-1] or 'run')}-{ident_hash[:8]}",
+        "created": time.time(), "run_id": f"{(req.out.rstrip('/').rsplit('/', 1)[-1] or 'run')}-{plan.identity_hash[:8]}",
         "n": req.n, "seed": req.seed, "clips_per_shard": req.clips_per_shard, "dry_run": req.dry_run,
         "config": req.cfg.model_dump(mode="json"), "config_hash": config_hash(req.cfg),
-        "identity": ident, "identity_hash": ident_hash,
-        "manifest": {"given": req.manifest or "built-in", "sha256": manifest.digest(), "copy": MANIFEST_NAME},
+        "identity": setup.identity, "identity_hash": plan.identity_hash,
+        "manifest": {"given": req.manifest or "built-in", "sha256": setup.manifest.digest(), "copy": MANIFEST_NAME},
         "versions": versions(), "sessions": [],
     }
     run_json["sessions"] = (run_json.get("sessions") or [])[-49:] + [session]
+    store.makedirs()
     _claim(store)
     if existing is None:
-        store.write_text(MANIFEST_NAME, manifest.to_jsonl())
-        write_plan(store, plan)
+        store.write_text(MANIFEST_NAME, setup.manifest.to_jsonl())
+    if read_plan_header(store) != plan.header():
+        write_plan(store, plan)  # the plan is a function of the identity: (re)write a missing or damaged one
     store.write_text(RUN_JSON, json.dumps(run_json, indent=1, sort_keys=True) + "\n")
     for sub in ("markers", "shards", "clips", "logs"):
         store.makedirs(sub)
-    return store, plan, run_json
+    return run_json
 
 
 def config_hash_of(data: dict) -> str:
@@ -515,47 +534,68 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
     from dr.pipeline import ray_cluster
 
     cache = resolve_cache(req.cache_dir)
+    setup = inspect(req)
+    store, plan = setup.store, setup.plan
+    if setup.existing is not None:
+        state = mk.scan(store)
+        index = read_index(store)
+        if len(state.done) == plan.n and len(index["shards"]) == plan.shards:
+            # nothing left to do: no Ray, no writes
+            return Report(run=store.url, planned=plan.n, done=plan.n, lost=[], shards=len(index["shards"]),
+                          bytes=sum(s["bytes"] for s in index["shards"]), session_done=0, session_s=0.0,
+                          failed_attempts=state.failed_attempts, retries=state.retries, quarantine=state.quarantine,
+                          resources="nothing to do", stats=json.loads(store.read_text(STATS_JSON))
+                          if store.exists(STATS_JSON) else {})
+    local_run = store.local_path() if store.local else None
     try:
-        store, plan, run_json = prepare(req)
+        local = ray_cluster.start(req.ray_address, ray_cluster.ray_temp_dir(local_run, cache) if not req.ray_address
+                                  else cache, num_cpus=None if req.ray_address else available_cpus())
     except OSError as e:
-        raise UserError(f"cannot write to --out {req.out}: {e.strerror or e}") from None
+        raise UserError(f"cannot start Ray in {local_run}: {e.strerror or e}") from None
     try:
+        resources = ray_cluster.plan_resources(req.cfg.render.device, local, req.workers, req.dry_run,
+                                               req.cfg.run.gpu_wait_s)
+        try:
+            run_json = commit(setup, req)
+        except OSError as e:
+            raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
         cleanup_leftovers(store)
         state = mk.scan(store)
-        local_run = store.local_path() if store.local else None
-        local = ray_cluster.start(req.ray_address, ray_cluster.ray_temp_dir(local_run, cache)
-                                  if not req.ray_address else cache, num_cpus=None if req.ray_address else available_cpus())
+        if on_start:
+            on_start(resources.describe(), plan, state)
+        ctx = {"run": store.url, "run_id": run_json["run_id"], "seed": req.seed,
+               "scene": req.cfg.scene.model_dump(mode="json"), "render": req.cfg.render.model_dump(mode="json"),
+               "worker": req.cfg.worker.model_dump(mode="json"), "max_attempts": req.cfg.run.max_attempts,
+               "dry_run": req.dry_run, "threads": resources.threads,
+               "cache_dir": str(req.cache_dir) if req.cache_dir else None}
+        if not resources.gpu and req.cfg.render.device == "auto":
+            # tasks that were given no GPU must not find one on their node and take it
+            ctx["render"] = {**ctx["render"], "device": "cpu"}
+        driver = _Driver(req, store, plan, run_json, state, on_progress, on_note)
+        finished = False
         try:
-            resources = ray_cluster.plan_resources(req.cfg.render.device, local, req.workers, req.dry_run,
-                                                   req.cfg.run.gpu_wait_s)
-            if on_start:
-                on_start(resources.describe(), plan, state)
-            ctx = {"run": store.url, "run_id": run_json["run_id"], "seed": req.seed,
-                   "scene": req.cfg.scene.model_dump(mode="json"), "render": req.cfg.render.model_dump(mode="json"),
-                   "worker": req.cfg.worker.model_dump(mode="json"), "max_attempts": req.cfg.run.max_attempts,
-                   "dry_run": req.dry_run, "threads": resources.threads,
-                   "cache_dir": str(req.cache_dir) if req.cache_dir else None}
-            if not resources.gpu and req.cfg.render.device == "auto":
-                # tasks that were given no GPU must not find one on their node and take it
-                ctx["render"] = {**ctx["render"], "device": "cpu"}
-            driver = _Driver(req, store, plan, run_json, state, on_progress, on_note)
+            driver.run(resources, ctx)
+            finished = True
+        finally:
             try:
-                driver.run(resources, ctx)
-            finally:
                 index = read_index(store)
                 stats = compute_stats(store, plan, state, index)
                 stats["complete"] = len(state.done) == plan.n and len(index["shards"]) == plan.shards
                 store.write_text(STATS_JSON, json.dumps(stats, indent=1, sort_keys=True) + "\n")
                 write_quarantine(store, state.quarantine)
                 _heartbeat(store, ended=True)
-        finally:
-            ray_cluster.stop()
+            except OSError:
+                if finished:
+                    raise
+                # else the run is stopping for a reason already being reported
     except OSError as e:
         if is_storage_error(e):
             raise RunAborted(f"cannot write to {store.url}: {e.strerror or e}") from None
         raise
     except StorageError as e:
         raise RunAborted(str(e)) from None
+    finally:
+        ray_cluster.stop()
     return Report(run=store.url, planned=plan.n, done=len(state.done), lost=sorted(driver.lost),
                   shards=len(index["shards"]), bytes=sum(s["bytes"] for s in index["shards"]),
                   session_done=driver.session_done, session_s=time.monotonic() - driver.t0,
