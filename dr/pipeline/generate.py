@@ -547,6 +547,8 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
                           resources="nothing to do", stats=json.loads(store.read_text(STATS_JSON))
                           if store.exists(STATS_JSON) else {})
     local_run = store.local_path() if store.local else None
+    fresh = local_run is not None and not local_run.exists()
+    committed = False
     try:
         local = ray_cluster.start(req.ray_address, ray_cluster.ray_temp_dir(local_run, cache) if not req.ray_address
                                   else cache, num_cpus=None if req.ray_address else available_cpus())
@@ -557,6 +559,7 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
                                                req.cfg.run.gpu_wait_s)
         try:
             run_json = commit(setup, req)
+            committed = True
         except OSError as e:
             raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
         cleanup_leftovers(store)
@@ -596,6 +599,10 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
         raise RunAborted(str(e)) from None
     finally:
         ray_cluster.stop()
+        if fresh and not committed:
+            import shutil
+
+            shutil.rmtree(local_run, ignore_errors=True)  # only Ray's temp files were made: leave nothing
     return Report(run=store.url, planned=plan.n, done=len(state.done), lost=sorted(driver.lost),
                   shards=len(index["shards"]), bytes=sum(s["bytes"] for s in index["shards"]),
                   session_done=driver.session_done, session_s=time.monotonic() - driver.t0,

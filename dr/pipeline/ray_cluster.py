@@ -13,8 +13,8 @@ from pathlib import Path
 from dr.errors import UserError
 
 # AF_UNIX socket paths are limited to 107 bytes; Ray puts its sockets at
-# <temp>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store (about 75 bytes past <temp>)
-_SOCKET_TAIL = 75
+# <temp>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store (61 bytes past <temp>, 64 with a 7-digit pid)
+_SOCKET_TAIL = 64
 _UNIX_PATH_MAX = 107
 
 
@@ -38,16 +38,21 @@ class Resources:
 
 def ray_temp_dir(run_local: Path | None, cache: Path) -> Path:
     """Ray's temp folder: ``DR_RAY_TEMP_DIR`` if set; else ``RUN/.ray`` for a local run whose
-    path leaves room for Ray's socket names; else a short folder in the cache."""
+    path leaves room for Ray's socket names (Unix sockets allow 107 bytes); else a short folder
+    in the cache; else, when both paths are too long, one in the system's temp folder (where
+    Ray itself would put it)."""
+    import tempfile
+
     if os.environ.get("DR_RAY_TEMP_DIR"):
         return Path(os.environ["DR_RAY_TEMP_DIR"]).absolute()
     if run_local is not None and len(str(run_local / ".ray")) + _SOCKET_TAIL <= _UNIX_PATH_MAX:
         return run_local / ".ray"
-    short = cache / "ray" / hashlib.sha256(str(run_local or cache).encode()).hexdigest()[:8]
-    if len(str(short)) + _SOCKET_TAIL <= _UNIX_PATH_MAX:
-        return short
-    raise UserError(f"no folder for Ray's temp files with a path short enough for its sockets ({short}); "
-                    f"set DR_RAY_TEMP_DIR to a short path")
+    tag = hashlib.sha256(str(run_local or cache).encode()).hexdigest()[:8]
+    for folder in (cache / "ray" / tag, Path(tempfile.gettempdir()) / f"dr-ray-{tag}"):
+        if len(str(folder)) + _SOCKET_TAIL <= _UNIX_PATH_MAX:
+            return folder
+    raise UserError(f"no folder for Ray's temp files with a path short enough for its sockets; "
+                    f"set DR_RAY_TEMP_DIR to a short path such as /tmp/dr-ray")
 
 
 def start(address: str | None, temp_dir: Path, num_cpus: int | None = None) -> bool:

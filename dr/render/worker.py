@@ -37,6 +37,9 @@ def blender_env(cache_dir: Path, tmp_dir: Path) -> dict[str, str]:
     env = {
         "BLENDER_USER_RESOURCES": str(cache_dir / "blender" / "user"),
         "XDG_CACHE_HOME": str(cache_dir / "blender" / "xdg-cache"),
+        # CUDA's and OptiX's kernel caches default to ~/.nv
+        "CUDA_CACHE_PATH": str(cache_dir / "nv" / "ComputeCache"),
+        "OPTIX_CACHE_PATH": str(cache_dir / "nv" / "OptixCache"),
         "TMPDIR": str(tmp_dir),
         "TEMP": str(tmp_dir),
         "TMP": str(tmp_dir),
