@@ -103,6 +103,7 @@ class RunStore:
                     return [e.name for e in it if e.is_file()]
             except FileNotFoundError:
                 return []
+        self.fs.invalidate_cache(self.path(rel))  # s3fs and friends cache listings; other writers exist
         try:
             return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path(rel), detail=False)]
         except FileNotFoundError:
@@ -179,8 +180,12 @@ class RunStore:
         else:
             try:
                 self.fs.rm([self.path(r) for r in rels])
-            except FileNotFoundError:
-                pass
+            except FileNotFoundError:  # one of them is gone already: the others one by one
+                for r in rels:
+                    try:
+                        self.fs.rm_file(self.path(r))
+                    except FileNotFoundError:
+                        pass
 
 
 def iter_lines(store: RunStore, rel: str) -> Iterator[str]:
