@@ -32,14 +32,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 install: system-deps $(VENV)/.installed
 
 demo: install
-	mkdir -p $(DEMO)
-	$(BIN)/dr-data assets build --builtin
-	$(BIN)/dr-data scenes sample --preset cpu-demo --seed 0 --index 0 --n 16 --out $(DEMO)/scenes.jsonl
-	$(BIN)/dr-data assets show
-	$(BIN)/dr-data scenes sample --preset cpu-demo --seed 0 --index 0 > $(DEMO)/clip0.json
-	rm -rf $(DEMO)/clip0
-	$(BIN)/dr-data render $(DEMO)/clip0.json --out $(DEMO)/clip0 --preset cpu-demo
-	@echo "demo: 16 scene specs in $(DEMO)/scenes.jsonl; clip 0 path-traced into $(DEMO)/clip0 (open $(DEMO)/clip0/preview.png)"
+	$(BIN)/dr-data generate --n 16 --preset cpu-demo --out $(DEMO)/run
+	$(BIN)/dr-data validate $(DEMO)/run
+	$(BIN)/dr-data preview $(DEMO)/run --out $(DEMO)/preview
+	@echo "demo: 16 path-traced clips (128x128, 8 frames, rgb and every G-buffer) in $(DEMO)/run/shards;"
+	@echo "      open $(DEMO)/preview/index.html in a browser; dr-data status $(DEMO)/run shows the run"
 
 test: install
 	$(BIN)/python -m pytest -q
