@@ -170,6 +170,7 @@ def test_kill_9_of_the_driver_then_the_same_command_gives_the_same_clips(referen
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(done_markers(out)) < N, "killed in the middle"
+    before = {p.name: p.read_bytes() for p in done_markers(out)}
     # nothing of the killed run goes on working: Ray's raylet and GCS, its task workers and Blender
     # end with the driver (Ray's two idle agent processes take about a minute to notice; left out)
     def working() -> list[int]:
@@ -179,6 +180,8 @@ def test_kill_9_of_the_driver_then_the_same_command_gives_the_same_clips(referen
 
     r = gen(out, ray_tmp)
     assert r.returncode == 0, r.stderr
+    assert f"this session: {N - len(before)} clips" in r.stderr, "what was done is not done again"
+    assert {p.name: p.read_bytes() for p in done_markers(out) if p.name in before} == before
     metas = assert_complete(out)
     ref = samples(reference_run)
     assert {k: m["scene_spec"] for k, m in metas.items()} == {k: m["scene_spec"] for k, m in ref.items()}
@@ -418,3 +421,95 @@ def test_a_read_only_out_is_refused_before_anything_starts(tmp_path):
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not a writable folder" in r.stderr
     finally:
         _umount(mnt)
+
+
+# --- resume edge cases, on dry runs (the same executor, no pixels) -----------------------------
+
+def _dry(out: Path, ray_tmp: str, *extra: str, n: int = N) -> subprocess.CompletedProcess:
+    return run_cli("generate", "--n", str(n), "--out", str(out), "--preset", "tiny", "--clips-per-shard", str(K),
+                   "--dry-run", *extra, env={"DR_RAY_TEMP_DIR": ray_tmp})
+
+
+def _unmerge(run: Path, shard: int, drop: list[str]) -> None:
+    """Put ``run`` back in the state of a session that died before writing shard ``shard``: its
+    clips as one-sample tars (except ``drop``, whose data and done markers are gone too)."""
+    import tarfile
+
+    from dr.shards.schema import split_member
+    from dr.shards.writer import SampleTar, shard_name
+
+    path = run / "shards" / shard_name(shard)
+    members: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for info in tar:
+            key, suffix = split_member(info.name)
+            members.setdefault(key, {})[suffix] = tar.extractfile(info).read()
+    for key, m in members.items():
+        if key in drop:
+            (run / "markers" / f"{key}.done.json").unlink()
+        else:
+            with SampleTar(run / "clips" / f"{key}.tar") as t:
+                t.add(key, m)
+    path.unlink()
+    index = json.loads((run / "shards" / "index.json").read_text())
+    index["shards"] = [e for e in index["shards"] if e["name"] != shard_name(shard)]
+    (run / "shards" / "index.json").write_text(json.dumps(index))
+
+
+def _fail(run: Path, key: str, attempts: range) -> None:
+    for a in attempts:
+        (run / "markers" / f"{key}.a{a}.failed.json").write_text(json.dumps(
+            {"key": key, "attempt": a, "kind": "error", "reason": "made by the test", "asset_id": None}))
+
+
+def test_a_done_clip_whose_data_is_gone_is_made_again(tmp_path, ray_tmp):
+    out = tmp_path / "run"
+    assert _dry(out, ray_tmp).returncode == 0
+    ref = samples(out)
+    _unmerge(out, 0, drop=[])
+    (out / "clips" / "s0_00000001.tar").unlink()  # a done marker whose clip tar is missing
+    r = _dry(out, ray_tmp)
+    assert r.returncode == 0, r.stderr
+    assert "rendering clip s0_00000001 again" in r.stderr and "this session: 1 clips" in r.stderr
+    assert {k: m["scene_spec"] for k, m in samples(out).items()} == {k: m["scene_spec"] for k, m in ref.items()}
+
+
+def test_a_run_stopped_by_failures_resumes_with_the_next_attempts(tmp_path, ray_tmp):
+    from dr.config import resolve_config
+    from dr.pipeline.config import GenerateConfig
+    from dr.scenes.sampler import sample_scene
+
+    out = tmp_path / "run"
+    assert _dry(out, ray_tmp).returncode == 0
+    _unmerge(out, 1, drop=["s0_00000002", "s0_00000003"])
+    _fail(out, "s0_00000002", range(2))
+    _fail(out, "s0_00000003", range(1))
+    # three failures are already past this limit; only this session's count
+    r = _dry(out, ray_tmp, "--set", "run.min_failures_to_abort=1", "--set", "run.max_failed_fraction=0")
+    assert r.returncode == 0, r.stderr
+    metas = samples(out)
+    assert len(metas) == N
+    scene = resolve_config(GenerateConfig, "tiny").scene
+    from dr.assets_manifest.manifest import load_manifest
+
+    manifest = load_manifest(out / "manifest.jsonl")
+    for k, attempt in ((2, 2), (3, 1)):
+        spec = sample_scene(scene, manifest, 0, k, attempt)
+        assert metas[spec.clip_id]["attempt"] == attempt
+        assert metas[spec.clip_id]["scene_spec"] == json.loads(spec.to_json())
+
+
+def test_a_lost_slot_leaves_its_shard_short_and_says_so(tmp_path, ray_tmp):
+    out = tmp_path / "run"
+    assert _dry(out, ray_tmp).returncode == 0
+    _unmerge(out, 0, drop=["s0_00000001"])
+    _fail(out, "s0_00000001", range(2))
+    r = _dry(out, ray_tmp, "--set", "run.max_attempts=2")
+    assert r.returncode == 1 and "1 clip slots failed 2 times" in r.stderr, r.stderr
+    assert sorted(samples(out)) == ["s0_00000000", "s0_00000002", "s0_00000003"]
+    status = json.loads(run_cli("status", str(out), "--json").stdout)
+    assert status["lost"] == ["s0_00000001"] and status["complete"] and status["samples_in_shards"] == 3
+    # the shard is written: the slot stays lost, whatever a later session allows
+    r = _dry(out, ray_tmp, "--set", "run.max_attempts=5")
+    assert r.returncode == 1 and "nothing to do" in r.stderr
+    assert not list((out / "clips").glob("*.tar"))

@@ -48,8 +48,9 @@ def test_markers_scan_gives_done_failed_retries_running_and_quarantine(store):
     mk.write_marker(store, mk.failed_name("s0_00000001", 1),
                     {"key": "s0_00000001", "attempt": 1, "kind": "asset", "asset_id": "hdri/b", "reason": "bad exr"})
     mk.write_marker(store, mk.failed_name("s0_00000002", 0), {"key": "s0_00000002", "attempt": 0, "kind": "asset",
-                                                              "asset_id": "obj/a", "known_bad": True, "reason": "x"})
+                                                              "asset_id": "obj/a", "reason": "bad glb"})
     mk.write_marker(store, mk.retry_name("s0_00000003", 0, 0), {"key": "s0_00000003", "kind": "crash"})
+    mk.write_marker(store, mk.retry_name("s0_00000003", 0, 1), {"key": "s0_00000003", "kind": "timeout"})
     mk.write_marker(store, mk.running_name("s0_00000003"), {"key": "s0_00000003"})
     mk.write_marker(store, mk.running_name("s0_00000000"), {"key": "s0_00000000"})  # stale: it is done
     store.write_text("markers/.s0_00000004.done.json.tmp-1234", "half")  # not a marker
@@ -57,7 +58,8 @@ def test_markers_scan_gives_done_failed_retries_running_and_quarantine(store):
     assert state.done == {"s0_00000000"}
     assert state.next_attempt("s0_00000001") == 2 and state.next_attempt("s0_00000009") == 0
     assert state.excluded_assets("s0_00000001") == ["hdri/b", "obj/a"]
-    assert state.failed_attempts == 3 and state.retries == 1 and state.running == {"s0_00000003"}
+    assert state.failed_attempts == 3 and state.retries == 2 and state.running == {"s0_00000003"}
+    assert state.retry_count("s0_00000003") == 2 and state.retry_count("s0_00000000") == 0
     assert state.quarantine == {"hdri/b": "bad exr", "obj/a": "bad glb"}
     recs = list(mk.iter_done_records(store, ["s0_00000000", "s0_00000005"], batch=1))
     assert recs == [{"key": "s0_00000000", "sha256": "x"}]

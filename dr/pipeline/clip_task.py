@@ -107,11 +107,10 @@ def clip_bytes_estimate(scene: dict, render: dict) -> int:
     return px * scene["frames"] * 40 + px * 4 * 4 * 16 + render["env_height"] ** 2 * 2 * 6 * 2 + _SLACK
 
 
-def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str], known_bad: dict[str, str]) -> dict:
-    """Execute clip slot ``index`` from ``attempt`` (see the module docstring). ``known_bad``:
-    assets quarantined by other clips; a spec that draws one fails as it would if rendered,
-    without rendering. Returns {index, key, attempt, excluded, failures, done, system, storage}."""
-    from dr.assets_manifest.build import available_cpus
+def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str]) -> dict:
+    """Execute clip slot ``index`` from ``attempt`` (see the module docstring); ``excluded``: the
+    assets that failed the slot's earlier attempts. Returns {index, key, attempt, excluded,
+    failures, done, system, storage}."""
     from dr.cache import cache_dir as resolve_cache
     from dr.errors import UserError
     from dr.scenes.config import SceneConfig
@@ -123,41 +122,32 @@ def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str]
     out = {"index": index, "key": key, "attempt": attempt, "excluded": list(excluded), "failures": [],
            "done": None, "system": None, "storage": None}
     host = socket.gethostname()
-    try:
-        write_marker(store, running_name(key), {"key": key, "host": host, "pid": os.getpid(), "attempt": attempt,
-                                                "try": try_, "started": time.time()})
-    except OSError as e:
-        out["storage"] = _storage_message(store, e)
-        return out
+    record = {"key": key, "index": index, "attempt": attempt, "try": try_, "host": host}
     staging = _staging(store, cache, ctx["run_id"])
-    staging.mkdir(parents=True, exist_ok=True)
     try:
+        write_marker(store, running_name(key), {**record, "pid": os.getpid(), "started": time.time()})
+        staging.mkdir(parents=True, exist_ok=True)
         manifest = _manifest(store, cache)
         scene_cfg = SceneConfig.model_validate(ctx["scene"])
         excl = list(excluded)
         while True:
-            record = {"key": key, "index": index, "attempt": attempt, "try": try_, "host": host, "time": time.time()}
+            record = {**record, "attempt": attempt, "time": time.time()}
             t0 = time.perf_counter()
             try:
                 spec = sample_scene(scene_cfg, without(manifest, excl), ctx["seed"], index, attempt)
             except UserError as e:
                 failure = {**record, "kind": "sample", "reason": str(e), "asset_id": None}
             else:
-                bad = [a for a in spec_asset_ids(spec) if a in known_bad]
-                if bad:
-                    failure = {**record, "kind": "asset", "asset_id": bad[0], "known_bad": True,
-                               "reason": f"asset {bad[0]} was quarantined earlier in this run: {known_bad[bad[0]]}"}
-                else:
-                    result = _render(ctx, store, cache, staging, spec, attempt, try_)
-                    if result.get("system"):
-                        out["system"] = {**record, **result["system"]}
-                        break
-                    if result.get("failure") is None:
-                        out["done"] = {**record, **result["done"], "wall_s": time.perf_counter() - t0,
-                                       "excluded_assets": excl}
-                        write_marker(store, done_name(key), out["done"])
-                        break
-                    failure = {**record, **result["failure"]}
+                result = _render(ctx, store, cache, staging, spec, attempt, try_)
+                if result.get("system"):
+                    out["system"] = {**record, **result["system"]}
+                    break
+                if result.get("failure") is None:
+                    out["done"] = {**record, **result["done"], "wall_s": time.perf_counter() - t0,
+                                   "excluded_assets": excl}
+                    write_marker(store, done_name(key), out["done"])
+                    break
+                failure = {**record, **result["failure"]}
             write_marker(store, failed_name(key, attempt), failure)
             out["failures"].append(failure)
             if failure.get("asset_id") and failure["asset_id"] not in excl:
@@ -169,9 +159,10 @@ def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str]
     except StorageError as e:
         out["storage"] = str(e)
     except OSError as e:
-        if not is_storage_error(e):
-            raise
-        out["storage"] = _storage_message(store, e)
+        if is_storage_error(e):
+            out["storage"] = _storage_message(store, e)
+        else:  # a network or I/O hiccup: the driver retries with backoff
+            out["system"] = {**record, "kind": "system", "reason": _storage_message(store, e)}
     finally:
         try:
             store.remove([running_name(key)])
@@ -214,7 +205,9 @@ def _render(ctx: dict, store: RunStore, cache: Path, staging: Path, spec, attemp
         try:
             result = worker.render(job)
         except RenderError as e:
-            if not e.deterministic:
+            _publish_log(store, log, log_rel)
+            # a device that is missing on this node is the node's fault, not the clip's
+            if not e.deterministic or e.kind == "device":
                 return {"system": {"kind": e.kind, "reason": str(e), "log": log_rel}}
             # a disk that filled up mid-clip looks like a broken clip to Blender: say what it is
             _check_space(store, staging, clip_bytes_estimate(ctx["scene"], ctx["render"]))
@@ -232,12 +225,17 @@ def _render(ctx: dict, store: RunStore, cache: Path, staging: Path, spec, attemp
     except BaseException:
         tar.discard()
         raise
-    if not store.local:
-        store.put_file(log, log_rel)
+    _publish_log(store, log, log_rel)
     store.put_file(tar_path, f"clips/{key}.tar", move=True)
     timings = {**timings, "commit": time.perf_counter() - t}
     return {"done": {"sha256": entry["sha256"], "bytes": entry["bytes"], "timings": timings, "device": device,
                      "log": log_rel, "spec_sha256": _sha(spec.to_json())}}
+
+
+def _publish_log(store: RunStore, log: Path, rel: str) -> None:
+    """Remote runs: copy the staged log into the run's logs/ (local runs write it there)."""
+    if not store.local and log.exists():
+        store.put_file(log, rel, move=True)
 
 
 def _sha(text: str) -> str:

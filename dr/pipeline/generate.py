@@ -196,7 +196,10 @@ def commit(setup: Setup, req: Request) -> dict:
     if existing is None:
         store.write_text(MANIFEST_NAME, setup.manifest.to_jsonl())
     if read_plan_header(store) != plan.header():
-        write_plan(store, plan)  # the plan is a function of the identity: (re)write a missing or damaged one
+        from dr.cache import cache_dir as resolve_cache
+
+        # the plan is a function of the identity: (re)write a missing or damaged one
+        write_plan(store, plan, tmp_dir=None if store.local else resolve_cache(req.cache_dir))
     store.write_text(RUN_JSON, json.dumps(run_json, indent=1, sort_keys=True) + "\n")
     for sub in ("markers", "shards", "clips", "logs"):
         store.makedirs(sub)
@@ -249,6 +252,16 @@ def _claim(store: RunStore) -> None:
 def _heartbeat(store: RunStore, ended: bool = False) -> None:
     mk.write_marker(store, DRIVER_JSON, {"pid": os.getpid(), "host": socket.gethostname(), "updated": time.time(),
                                          "ended": ended})
+
+
+def lost_keys(plan: Plan, index: dict, state: mk.RunState, max_attempts: int) -> list[str]:
+    """Clip slots given up: failed ``max_attempts`` times, or missing from a shard already written
+    (a written shard is final)."""
+    lost = {k for k in state.failed if k not in state.done and state.next_attempt(k) >= max_attempts}
+    for entry in index["shards"]:
+        s = int(entry["name"][len("shard-"):-len(".tar")])
+        lost |= {plan.key(i) for i in plan.shard_indices(s)} - set(entry.get("keys", []))
+    return sorted(lost)
 
 
 def read_index(store: RunStore) -> dict:
@@ -329,101 +342,172 @@ def write_quarantine(store: RunStore, quarantine: dict[str, str]) -> None:
 # ---------------------------------------------------------------------------------------------
 # the executor
 
+MAX_MERGES_IN_FLIGHT = 2  # each holds about two clips in memory
+INDEX_FLUSH_S = 10.0  # index.json is rewritten at most this often (and at the end)
+
+
 class _Driver:
+    """The loop that keeps render tasks in flight and turns finished shards into index entries."""
+
     def __init__(self, req: Request, store: RunStore, plan: Plan, run_json: dict, state: mk.RunState,
                  on_progress: Callable[[Progress], None] | None, on_note: Callable[[str], None] | None):
         self.req, self.store, self.plan, self.state = req, store, plan, state
         self.cfg = req.cfg
-        self.run_id = run_json["run_id"]
         self.on_progress = on_progress or (lambda p: None)
         self.on_note = on_note or (lambda s: None)
         self.index = read_index(store)
         self.indexed = {s["name"] for s in self.index["shards"]}
         self.t0 = time.monotonic()
         self.session_done = 0
-        self.lost: set[str] = set()
-        self.real_failures = sum(1 for a in state.failed.values() for r in a.values() if not r.get("known_bad"))
+        self.session_failures = 0  # what the abort threshold counts: this session's new failures
         self.limit = max(self.cfg.run.min_failures_to_abort, math.ceil(self.cfg.run.max_failed_fraction * plan.n))
-        self.last_beat = 0.0
+        self.last_beat = self.last_flush = time.monotonic()
         self.done_sha: dict[str, str] = {}
+        self.lost: set[str] = set()
+        self.remaining: dict[int, int] = {}  # shard -> clips still to finish (done or lost)
+        self.ready_merges: deque[int] = deque()
+        self.unflushed: list[tuple[dict, list[str]]] = []  # merged shards not yet in index.json
 
     # -- state ----------------------------------------------------------------------------------
-    def _lost(self, key: str) -> bool:
-        return self.state.next_attempt(key) >= self.cfg.run.max_attempts and key not in self.state.done
+    def _is_lost(self, key: str) -> bool:
+        return key not in self.state.done and self.state.next_attempt(key) >= self.cfg.run.max_attempts
 
-    def _shard_ready(self, s: int) -> bool:
-        return all(self.plan.key(i) in self.state.done or self.plan.key(i) in self.lost
-                   for i in self.plan.shard_indices(s))
+    def _finished(self, index: int) -> None:
+        """Clip ``index`` is done or lost: its shard may be complete."""
+        s = self.plan.shard_of(index)
+        self.remaining[s] -= 1
+        if self.remaining[s] == 0:
+            self.ready_merges.append(s)
+
+    def _count_failure(self, record: dict) -> None:
+        """A failure counts toward the abort limit unless it blames an asset already quarantined
+        (one bad asset fails every clip that draws it; it is one problem)."""
+        aid = record.get("asset_id")
+        known = aid is not None and aid in self.state.quarantine
+        self.state.record_failure(record["key"], record)
+        if not known:
+            self.session_failures += 1
+
+    def _sync_failures(self, key: str) -> None:
+        """Read failure records a task wrote before it died (the driver never got its reply)."""
+        a = self.state.next_attempt(key)
+        while self.store.exists(mk.failed_name(key, a)):
+            try:
+                self.state.record_failure(key, json.loads(self.store.read_text(mk.failed_name(key, a))))
+            except (ValueError, KeyError):
+                break
+            a += 1
 
     def _progress(self) -> None:
         self.on_progress(Progress(self.plan.n, len(self.state.done), self.state.failed_attempts, self.session_done,
                                   time.monotonic() - self.t0))
+
+    def _check_abort(self) -> None:
+        if self.session_failures > self.limit:
+            raise RunAborted(f"{self.session_failures} clip attempts failed in this session, more than the run tolerates "
+                             f"({self.limit}: run.max_failed_fraction {self.cfg.run.max_failed_fraction:g} of "
+                             f"{self.plan.n}, at least run.min_failures_to_abort {self.cfg.run.min_failures_to_abort}); "
+                             f"see `dr-data status {self.store.url}`")
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, resources, ctx: dict) -> None:
         import ray
 
         from dr.pipeline.clip_task import run_clip
-        from dr.pipeline.shard_merge import merge_shard
+        from dr.pipeline.shard_merge import clip_rel, merge_shard
 
         clip_remote = ray.remote(run_clip).options(
             num_cpus=resources.threads, num_gpus=1 if resources.gpu else 0, max_retries=0, name="dr-render-clip")
-        merge_remote = ray.remote(merge_shard).options(num_cpus=0, max_retries=2, name="dr-merge-shard")
+        merge_remote = ray.remote(merge_shard).options(num_cpus=0, max_retries=2, retry_exceptions=[OSError],
+                                                       name="dr-merge-shard")
+        plan, state = self.plan, self.state
+        # clips of shards already in the index are final (their clip tars may be left from a
+        # session that died between writing the index and removing them)
+        todo: deque[int] = deque()
+        leftovers = []
+        for s in range(plan.shards):
+            keys = [plan.key(i) for i in plan.shard_indices(s)]
+            if shard_name(s) in self.indexed:
+                leftovers += [clip_rel(k) for k in keys]
+                continue
+            self.remaining[s] = 0
+            for i, k in zip(plan.shard_indices(s), keys):
+                if k in state.done:
+                    continue
+                if self._is_lost(k):
+                    self.lost.add(k)
+                    continue
+                self.remaining[s] += 1
+                todo.append(i)
+            if self.remaining[s] == 0:
+                self.ready_merges.append(s)
+        existing = set(self.store.list("clips"))
+        self.store.remove([r for r in leftovers if r.rsplit("/", 1)[1] in existing])
 
-        self.lost = {self.plan.key(i) for i in range(self.plan.n) if self._lost(self.plan.key(i))}
-        todo = deque(i for i in range(self.plan.n)
-                     if self.plan.key(i) not in self.state.done and self.plan.key(i) not in self.lost)
-        tries: dict[int, int] = {}
+        session_tries: dict[int, int] = {}
         delayed: list[tuple[float, int]] = []
-        in_flight: dict = {}  # ref -> ("clip", index, started) | ("merge", shard)
-        merging: set[int] = set()
+        in_flight: dict = {}  # ref -> ("clip", index, submitted) | ("merge", shard, keys)
         max_in_flight = resources.workers * self.cfg.run.in_flight_per_worker
         deadline_s = self.cfg.worker.clip_timeout_s * self.cfg.run.max_attempts + 600.0
-        pending_shards = [s for s in range(self.plan.shards) if shard_name(s) not in self.indexed]
         self._progress()
-
-        def submit_ready_merges() -> None:
-            for s in list(pending_shards):
-                if s not in merging and self._shard_ready(s):
-                    keys = [self.plan.key(i) for i in self.plan.shard_indices(s) if self.plan.key(i) in self.state.done]
-                    shas = self._shas(keys)
-                    if not keys:
-                        pending_shards.remove(s)
-                        continue
-                    ref = merge_remote.remote(self.store.url, s, keys, shas,
-                                              str(self.req.cache_dir) if self.req.cache_dir else None)
-                    in_flight[ref] = ("merge", s, keys)
-                    merging.add(s)
-
-        submit_ready_merges()
-        while todo or delayed or in_flight:
+        while todo or delayed or in_flight or self.ready_merges:
             now = time.monotonic()
-            clips_in_flight = sum(1 for v in in_flight.values() if v[0] == "clip")
-            while clips_in_flight < max_in_flight and (todo or (delayed and delayed[0][0] <= now)):
+            clips = sum(1 for v in in_flight.values() if v[0] == "clip")
+            while clips < max_in_flight and (todo or (delayed and delayed[0][0] <= now)):
                 i = heapq.heappop(delayed)[1] if delayed and delayed[0][0] <= now else todo.popleft()
-                key = self.plan.key(i)
-                ref = clip_remote.remote(ctx, i, self.state.next_attempt(key), tries.get(i, 0),
-                                         self.state.excluded_assets(key), self.state.quarantine)
+                key = plan.key(i)
+                ref = clip_remote.remote(ctx, i, state.next_attempt(key), state.retry_count(key), state.excluded_assets(key))
                 in_flight[ref] = ("clip", i, now)
-                clips_in_flight += 1
+                clips += 1
+            merges = len(in_flight) - clips
+            while merges < MAX_MERGES_IN_FLIGHT and self.ready_merges:
+                s = self.ready_merges.popleft()
+                keys = [plan.key(i) for i in plan.shard_indices(s) if plan.key(i) in state.done]
+                if not keys:  # every clip of the shard was lost
+                    continue
+                ref = merge_remote.remote(self.store.url, s, keys, self._shas(keys),
+                                          str(self.req.cache_dir) if self.req.cache_dir else None)
+                in_flight[ref] = ("merge", s, keys)
+                merges += 1
             if not in_flight:
-                time.sleep(min(1.0, max(0.0, delayed[0][0] - time.monotonic())) if delayed else 0.0)
+                if delayed:
+                    time.sleep(min(1.0, max(0.0, delayed[0][0] - time.monotonic())))
                 continue
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
                 what = in_flight.pop(ref)
                 if what[0] == "merge":
-                    self._merged(ref, what, merging, pending_shards, todo)
+                    self._merged(ref, what, todo)
                 else:
-                    self._clip_done(ref, what[1], tries, delayed)
+                    self._clip_done(ref, what[1], session_tries, delayed)
             for ref, what in list(in_flight.items()):
                 if what[0] == "clip" and time.monotonic() - what[2] > deadline_s:
                     ray.cancel(ref, force=True)
-            submit_ready_merges()
+            if time.monotonic() - self.last_flush > INDEX_FLUSH_S:
+                self.flush_index()
             if time.monotonic() - self.last_beat > HEARTBEAT_S:
                 self.last_beat = time.monotonic()
                 _heartbeat(self.store)
                 self.store.write_text(STATS_JSON, json.dumps(self._quick_stats(), indent=1, sort_keys=True) + "\n")
+        self.flush_index()
+
+    def flush_index(self) -> None:
+        """Record merged shards in index.json, then remove their clips' tars (in that order: a
+        driver that dies in between leaves tars that the next session removes)."""
+        from dr.pipeline.shard_merge import clip_rel
+
+        self.last_flush = time.monotonic()
+        if not self.unflushed:
+            return
+        names = {e["name"] for e, _ in self.unflushed}
+        self.index["shards"] = [x for x in self.index["shards"] if x["name"] not in names] + [e for e, _ in self.unflushed]
+        write_index(self.store, self.index)
+        self.indexed |= names
+        keys = [k for _, ks in self.unflushed for k in ks]
+        self.store.remove([clip_rel(k) for k in keys])
+        for k in keys:
+            self.done_sha.pop(k, None)
+        self.unflushed = []
 
     def _shas(self, keys: list[str]) -> dict[str, str]:
         missing = [k for k in keys if k not in self.done_sha]
@@ -436,13 +520,12 @@ class _Driver:
                 "retries": self.state.retries, "shards_written": len(self.index["shards"]), "updated": time.time(),
                 "complete": False}
 
-    def _merged(self, ref, what, merging: set[int], pending_shards: list[int], todo: deque) -> None:
+    def _merged(self, ref, what, todo: deque) -> None:
         import ray
 
         from dr.pipeline.shard_merge import ClipDataError, clip_rel
 
         _, s, keys = what
-        merging.discard(s)
         try:
             entry = ray.get(ref)
         except Exception as e:  # noqa: BLE001 - sorted out below
@@ -453,28 +536,23 @@ class _Driver:
                 self.store.remove([mk.done_name(cause.key), clip_rel(cause.key)])
                 self.state.done.discard(cause.key)
                 self.done_sha.pop(cause.key, None)
+                self.remaining[s] += 1
                 todo.appendleft(index_of(cause.key))
+                self.session_failures += 1  # a failure, though not one of the slot's attempts
+                self._check_abort()
                 return
             if is_storage_error(cause):
                 raise RunAborted(f"cannot write shard {shard_name(s)} to {self.store.url}: {cause}") from None
-            raise RunAborted(f"assembling {shard_name(s)} failed: {type(cause).__name__}: {cause}") from None
-        self.index["shards"] = [x for x in self.index["shards"] if x["name"] != entry["name"]] + [entry]
-        write_index(self.store, self.index)
-        self.indexed.add(entry["name"])
-        pending_shards.remove(s)
-        self.store.remove([clip_rel(k) for k in keys])
+            raise RunAborted(f"assembling {shard_name(s)} failed: {type(cause).__name__}: "
+                             f"{' '.join(str(cause).split())[:300]}") from None
+        self.unflushed.append((entry, keys))
 
-    def _clip_done(self, ref, index: int, tries: dict[int, int], delayed: list) -> None:
+    def _clip_done(self, ref, index: int, session_tries: dict[int, int], delayed: list) -> None:
         import ray
 
         key = self.plan.key(index)
         try:
             out = ray.get(ref)
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.TaskCancelledError,
-                ray.exceptions.ObjectLostError, ray.exceptions.RaySystemError, ray.exceptions.OutOfMemoryError,
-                ray.exceptions.LocalRayletDiedError) as e:
-            out = {"system": {"kind": "ray", "reason": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
-                              "attempt": self.state.next_attempt(key)}, "failures": [], "done": None, "storage": None}
         except ray.exceptions.RayTaskError as e:
             cause = getattr(e, "cause", None)
             if cause is not None and is_storage_error(cause):
@@ -482,45 +560,43 @@ class _Driver:
             raise RunAborted(f"render task for clip {key} failed with a bug: "
                              f"{type(cause).__name__ if cause else 'error'}: {' '.join(str(cause or e).split())[:300]} "
                              f"(see {self.store.url}/logs)") from None
+        except ray.exceptions.RayError as e:  # worker or node death, cancellation, object loss, ...
+            out = {"system": {"kind": "ray", "reason": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"},
+                   "failures": [], "done": None, "storage": None}
         if out.get("storage"):
             raise RunAborted(out["storage"])
         for f in out["failures"]:
-            self.state.record_failure(key, f)
-            if not f.get("known_bad"):
-                self.real_failures += 1
-                self.on_note(f"clip {key} attempt {f['attempt']} failed ({f['kind']}): {f['reason']}")
+            self._count_failure(f)
+            self.on_note(f"clip {key} attempt {f['attempt']} failed ({f['kind']}): {f['reason']}")
         if out["done"]:
             self.state.done.add(key)
             self.done_sha[key] = out["done"]["sha256"]
             self.session_done += 1
+            self._finished(index)
         elif out["system"]:
-            sysf = out["system"]
-            t = tries.get(index, 0)
-            mk.write_marker(self.store, mk.retry_name(key, sysf.get("attempt", 0), t), {"key": key, **sysf})
-            self.state.retries += 1
+            self._sync_failures(key)
+            sysf = {**out["system"], "key": key, "index": index, "attempt": self.state.next_attempt(key)}
+            t = session_tries.get(index, 0)
+            mk.write_marker(self.store, mk.retry_name(key, sysf["attempt"], self.state.retry_count(key)), sysf)
+            self.state.note_retry(key)
             if t < self.cfg.run.max_retries:
-                tries[index] = t + 1
+                session_tries[index] = t + 1
                 wait = self.cfg.run.retry_backoff_s * 2 ** t
                 self.on_note(f"clip {key}: {sysf['reason']}; retry {t + 1}/{self.cfg.run.max_retries} in {wait:g} s")
                 heapq.heappush(delayed, (time.monotonic() + wait, index))
             else:
-                tries.pop(index, None)
-                rec = {**sysf, "key": key, "index": index, "attempt": self.state.next_attempt(key),
-                       "reason": f"{sysf['reason']} (after {t + 1} tries)", "asset_id": None}
+                session_tries.pop(index, None)
+                rec = {**sysf, "asset_id": None, "reason": f"{sysf['reason']} (after {t + 1} tries)"}
                 mk.write_marker(self.store, mk.failed_name(key, rec["attempt"]), rec)
-                self.state.record_failure(key, rec)
-                self.real_failures += 1
+                self._count_failure(rec)
                 self.on_note(f"clip {key} attempt {rec['attempt']} gave up after {t + 1} system failures")
-                if not self._lost(key):
+                if not self._is_lost(key):
                     heapq.heappush(delayed, (time.monotonic(), index))
-        if not out["done"] and self._lost(key):
+        if not out["done"] and self._is_lost(key) and key not in self.lost:
             self.lost.add(key)
+            self._finished(index)
             self.on_note(f"clip slot {key} is lost: {self.cfg.run.max_attempts} attempts failed")
-        if self.real_failures > self.limit:
-            raise RunAborted(f"{self.real_failures} clip attempts failed, more than the run tolerates ({self.limit}: "
-                             f"run.max_failed_fraction {self.cfg.run.max_failed_fraction:g} of {self.plan.n}, at least "
-                             f"run.min_failures_to_abort {self.cfg.run.min_failures_to_abort}); see "
-                             f"`dr-data status {self.store.url}`")
+        self._check_abort()
         self._progress()
 
 
@@ -539,9 +615,10 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
     if setup.existing is not None:
         state = mk.scan(store)
         index = read_index(store)
-        if len(state.done) == plan.n and len(index["shards"]) == plan.shards:
-            # nothing left to do: no Ray, no writes
-            return Report(run=store.url, planned=plan.n, done=plan.n, lost=[], shards=len(index["shards"]),
+        if len(index["shards"]) == plan.shards:
+            # every shard is written: nothing left to do, so no Ray and no writes
+            return Report(run=store.url, planned=plan.n, done=index.get("samples", 0),
+                          lost=lost_keys(plan, index, state, req.cfg.run.max_attempts), shards=len(index["shards"]),
                           bytes=sum(s["bytes"] for s in index["shards"]), session_done=0, session_s=0.0,
                           failed_attempts=state.failed_attempts, retries=state.retries, quarantine=state.quarantine,
                           resources="nothing to do", stats=json.loads(store.read_text(STATS_JSON))
@@ -583,7 +660,7 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
             try:
                 index = read_index(store)
                 stats = compute_stats(store, plan, state, index)
-                stats["complete"] = len(state.done) == plan.n and len(index["shards"]) == plan.shards
+                stats["complete"] = len(index["shards"]) == plan.shards
                 store.write_text(STATS_JSON, json.dumps(stats, indent=1, sort_keys=True) + "\n")
                 write_quarantine(store, state.quarantine)
                 _heartbeat(store, ended=True)
@@ -603,7 +680,7 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
             import shutil
 
             shutil.rmtree(local_run, ignore_errors=True)  # only Ray's temp files were made: leave nothing
-    return Report(run=store.url, planned=plan.n, done=len(state.done), lost=sorted(driver.lost),
+    return Report(run=store.url, planned=plan.n, done=index.get("samples", 0), lost=sorted(driver.lost),
                   shards=len(index["shards"]), bytes=sum(s["bytes"] for s in index["shards"]),
                   session_done=driver.session_done, session_s=time.monotonic() - driver.t0,
                   failed_attempts=state.failed_attempts, retries=state.retries, quarantine=state.quarantine,

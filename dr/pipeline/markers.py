@@ -43,12 +43,21 @@ def write_marker(store: RunStore, rel: str, record: dict) -> None:
 @dataclass
 class RunState:
     """What the markers say. ``failed``: key -> {attempt: record} (records read from the files);
-    ``quarantine``: asset id -> reason, from failed attempts that blamed an asset."""
+    ``quarantine``: asset id -> reason, from failed attempts that blamed an asset; ``tries``: how
+    many system failures each clip has had (so a new try's marker and log never overwrite one)."""
 
     done: set[str] = field(default_factory=set)
     failed: dict[str, dict[int, dict]] = field(default_factory=dict)
     retries: int = 0
     running: set[str] = field(default_factory=set)
+    tries: dict[str, int] = field(default_factory=dict)  # key -> retry records so far (names the next)
+
+    def retry_count(self, key: str) -> int:
+        return self.tries.get(key, 0)
+
+    def note_retry(self, key: str) -> None:
+        self.tries[key] = self.tries.get(key, 0) + 1
+        self.retries += 1
 
     def next_attempt(self, key: str) -> int:
         return max(self.failed.get(key, {}), default=-1) + 1
@@ -66,7 +75,7 @@ class RunState:
         q: dict[str, str] = {}
         for attempts in self.failed.values():
             for r in attempts.values():
-                if r.get("asset_id") and not r.get("known_bad"):
+                if r.get("asset_id"):
                     q.setdefault(r["asset_id"], r.get("reason", ""))
         return dict(sorted(q.items()))
 
@@ -88,6 +97,7 @@ def scan(store: RunStore) -> RunState:
             failed_files.append(f"{MARKERS}/{name}")
         elif m["t"] is not None:
             state.retries += 1
+            state.tries[m["key"]] = max(state.tries.get(m["key"], 0), int(m["t"]) + 1)
         elif m["running"]:
             state.running.add(m["key"])
     for rel, blob in store.read_many(failed_files).items():

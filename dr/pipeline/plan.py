@@ -48,9 +48,10 @@ def index_of(key: str) -> int:
     return int(key.rsplit("_", 1)[1])
 
 
-def write_plan(store: RunStore, plan: Plan) -> None:
-    """Write the plan file (streamed through a local temporary file, then published atomically)."""
-    fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=store.local_path() if store.local else None)
+def write_plan(store: RunStore, plan: Plan, tmp_dir: str | os.PathLike[str] | None = None) -> None:
+    """Write the plan file, streamed through a temporary file (in the run folder when it is
+    local, else in ``tmp_dir``) and then published atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=".plan.tmp-", dir=store.local_path() if store.local else tmp_dir)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(plan.header()) + "\n")

@@ -87,20 +87,22 @@ def stop() -> None:
         ray.shutdown()
 
 
-def _cluster() -> tuple[float, float, float, int]:
+def _cluster() -> tuple[float, float, float, int, int]:
+    """(CPUs, GPUs, CPUs of the largest node, nodes, CPUs per GPU on the leanest GPU node)."""
     import ray
 
     res = ray.cluster_resources()
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    max_node_cpus = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
-    return res.get("CPU", 0.0), res.get("GPU", 0.0), max_node_cpus, len(nodes)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    max_node_cpus = max((r.get("CPU", 0.0) for r in nodes), default=0.0)
+    per_gpu = [int(r.get("CPU", 0.0) // r["GPU"]) for r in nodes if r.get("GPU", 0.0) >= 1]
+    return res.get("CPU", 0.0), res.get("GPU", 0.0), max_node_cpus, len(nodes), max(1, min(per_gpu, default=1))
 
 
 def plan_resources(device: str, local: bool, workers: int | None, dry_run: bool, gpu_wait_s: float) -> Resources:
     """Decide what each render task asks for. A device that needs a GPU on a cluster without one
     is an error (after waiting ``gpu_wait_s`` for one to join, on a cluster), never a task that
     pends forever."""
-    cpus, gpus, max_node_cpus, n_nodes = _cluster()
+    cpus, gpus, max_node_cpus, n_nodes, cpus_per_gpu = _cluster()
     if dry_run:
         w = workers or max(1, int(cpus))
         return Resources(w, 1, False, cpus, gpus, local)
@@ -111,15 +113,15 @@ def plan_resources(device: str, local: bool, workers: int | None, dry_run: bool,
         deadline = time.monotonic() + gpu_wait_s
         while gpus < 1 and time.monotonic() < deadline:
             time.sleep(5.0)
-            cpus, gpus, max_node_cpus, n_nodes = _cluster()
+            cpus, gpus, max_node_cpus, n_nodes, cpus_per_gpu = _cluster()
         if gpus < 1:
             raise UserError(f"--device {device} needs a GPU and no node of the Ray cluster has one "
                             f"(waited {gpu_wait_s:g} s, run.gpu_wait_s); add a GPU worker group or use --device cpu")
     gpu = device in ("optix", "cuda") or (device == "auto" and gpus >= 1)
     if gpu:
+        # a task's CPU request must fit beside one GPU on every GPU node, or it could never be placed
         w = workers or int(gpus)
-        per_gpu = cpus / max(gpus, 1.0)
-        threads = max(1, int(min(per_gpu, max_node_cpus)))
+        threads = cpus_per_gpu
     else:
         w = workers or n_nodes
         threads = max(1, int(min(max_node_cpus, cpus // w)))

@@ -91,9 +91,15 @@ class RunStore:
                 except FileNotFoundError:
                     pass
             return out
-        got = self.fs.cat([self.path(r) for r in rels], on_error="omit")
-        prefix = len(self.root) + 1
-        return {p[prefix:] if p.startswith(self.root) else p.split(self.root + "/", 1)[-1]: b for p, b in got.items()}
+        got = self.fs.cat([self.path(r) for r in rels], on_error="return")
+        out = {}
+        for p, b in got.items():
+            if isinstance(b, FileNotFoundError):
+                continue
+            if isinstance(b, BaseException):  # a read that failed is not a file that is missing
+                raise b
+            out[p[len(self.root) + 1:] if p.startswith(self.root) else p.split(self.root + "/", 1)[-1]] = b
+        return out
 
     def list(self, rel: str) -> list[str]:
         """Names of the files directly in folder ``rel`` (empty if it does not exist)."""

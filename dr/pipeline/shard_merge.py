@@ -20,8 +20,11 @@ class ClipDataError(Exception):
     """A clip's published tar is missing or does not match its done marker."""
 
     def __init__(self, key: str, message: str):
-        super().__init__(message)
+        super().__init__(key, message)  # both in args: Ray pickles the exception back to the driver
         self.key = key
+
+    def __str__(self) -> str:
+        return self.args[1]
 
 
 def clip_rel(key: str) -> str:

@@ -8,7 +8,7 @@ from collections import Counter
 
 from dr.errors import UserError
 from dr.pipeline import markers as mk
-from dr.pipeline.generate import DRIVER_JSON, RUN_JSON, STALE_S, STATS_JSON, read_index
+from dr.pipeline.generate import DRIVER_JSON, RUN_JSON, STALE_S, STATS_JSON, lost_keys, read_index
 from dr.pipeline.plan import Plan
 from dr.pipeline.run_store import RunStore
 
@@ -22,8 +22,10 @@ def run_status(url: str) -> dict:
     plan = Plan(run["n"], run["seed"], run["clips_per_shard"], run["identity_hash"])
     state = mk.scan(store)
     index = read_index(store)
-    max_attempts = run["config"]["run"]["max_attempts"]
-    lost = sorted(k for k in state.failed if k not in state.done and state.next_attempt(k) >= max_attempts)
+    # run.* may change from session to session: the latest one's limit says what is lost
+    sessions = run.get("sessions") or [{}]
+    max_attempts = sessions[-1].get("run", run["config"]["run"])["max_attempts"]
+    lost = lost_keys(plan, index, state, max_attempts)
     reasons = Counter()
     for attempts in state.failed.values():
         for r in attempts.values():
@@ -45,6 +47,6 @@ def run_status(url: str) -> dict:
         "samples_in_shards": index.get("samples", 0), "shard_bytes": sum(s["bytes"] for s in index["shards"]),
         "driver": {"live": live, "pid": driver.get("pid"), "host": driver.get("host"),
                    "heartbeat_age_s": round(age, 1) if age is not None else None},
-        "complete": len(state.done) == plan.n and len(index["shards"]) == plan.shards,
+        "complete": len(index["shards"]) == plan.shards,
         "stages_s": stats.get("stages_s", {}),
     }

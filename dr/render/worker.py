@@ -98,7 +98,7 @@ def _child_main(conn, parent: int) -> None:
             reply = ("done", result)
         except RenderError as e:
             reply = ("error", e.kind, str(e), e.asset_id)
-        except OSError as e:
+        except (OSError, MemoryError) as e:
             traceback.print_exc()
             reply = ("error", SystemFailure.kind, f"{type(e).__name__}: {e}", None)
         except Exception as e:  # noqa: BLE001 - reported as a deterministic error with its log
