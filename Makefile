@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/bench_scenes.py
 	$(BIN)/python bench/bench_probe.py
 	$(BIN)/python bench/bench_render.py
+	$(BIN)/python bench/bench_generate.py
 
 clean:
 	rm -rf $(VENV) .cache $(DEMO) .pytest_cache

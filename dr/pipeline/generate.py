@@ -271,10 +271,22 @@ def read_index(store: RunStore) -> dict:
     return json.loads(store.read_text(rel))
 
 
-def write_index(store: RunStore, index: dict) -> None:
+def write_index(store: RunStore, index: dict, tmp_dir: Path | None = None) -> None:
+    """Publish index.json (staged in the run folder when local, else in ``tmp_dir``)."""
     index["shards"] = sorted(index["shards"], key=lambda s: s["name"])
     index["samples"] = sum(s["samples"] for s in index["shards"])
-    store.write_text(f"shards/{INDEX_NAME}", json.dumps(index, indent=1, sort_keys=True) + "\n")
+    import tempfile
+
+    # streamed: json.dumps of an index that lists 150,000 keys would build ~25 MB of pieces first
+    fd, tmp = tempfile.mkstemp(prefix=".index.tmp-", dir=store.local_path("shards") if store.local else tmp_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(index, f, indent=1, sort_keys=True)
+            f.write("\n")
+        store.put_file(tmp, f"shards/{INDEX_NAME}", move=True)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def cleanup_leftovers(store: RunStore) -> None:
@@ -367,6 +379,9 @@ class _Driver:
         self.remaining: dict[int, int] = {}  # shard -> clips still to finish (done or lost)
         self.ready_merges: deque[int] = deque()
         self.unflushed: list[tuple[dict, list[str]]] = []  # merged shards not yet in index.json
+        from dr.cache import cache_dir as resolve_cache
+
+        self.tmp_dir = None if store.local else resolve_cache(req.cache_dir)
 
     # -- state ----------------------------------------------------------------------------------
     def _is_lost(self, key: str) -> bool:
@@ -382,8 +397,7 @@ class _Driver:
     def _count_failure(self, record: dict) -> None:
         """A failure counts toward the abort limit unless it blames an asset already quarantined
         (one bad asset fails every clip that draws it; it is one problem)."""
-        aid = record.get("asset_id")
-        known = aid is not None and aid in self.state.quarantine
+        known = self.state.is_quarantined(record.get("asset_id"))
         self.state.record_failure(record["key"], record)
         if not known:
             self.session_failures += 1
@@ -424,11 +438,12 @@ class _Driver:
         # clips of shards already in the index are final (their clip tars may be left from a
         # session that died between writing the index and removing them)
         todo: deque[int] = deque()
+        existing = set(self.store.list("clips"))  # usually (nearly) empty
         leftovers = []
         for s in range(plan.shards):
             keys = [plan.key(i) for i in plan.shard_indices(s)]
             if shard_name(s) in self.indexed:
-                leftovers += [clip_rel(k) for k in keys]
+                leftovers += [clip_rel(k) for k in keys if f"{k}.tar" in existing]
                 continue
             self.remaining[s] = 0
             for i, k in zip(plan.shard_indices(s), keys):
@@ -441,8 +456,7 @@ class _Driver:
                 todo.append(i)
             if self.remaining[s] == 0:
                 self.ready_merges.append(s)
-        existing = set(self.store.list("clips"))
-        self.store.remove([r for r in leftovers if r.rsplit("/", 1)[1] in existing])
+        self.store.remove(leftovers)
 
         session_tries: dict[int, int] = {}
         delayed: list[tuple[float, int]] = []
@@ -501,7 +515,7 @@ class _Driver:
             return
         names = {e["name"] for e, _ in self.unflushed}
         self.index["shards"] = [x for x in self.index["shards"] if x["name"] not in names] + [e for e, _ in self.unflushed]
-        write_index(self.store, self.index)
+        write_index(self.store, self.index, self.tmp_dir)
         self.indexed |= names
         keys = [k for _, ks in self.unflushed for k in ks]
         self.store.remove([clip_rel(k) for k in keys])
@@ -623,6 +637,7 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
                           failed_attempts=state.failed_attempts, retries=state.retries, quarantine=state.quarantine,
                           resources="nothing to do", stats=json.loads(store.read_text(STATS_JSON))
                           if store.exists(STATS_JSON) else {})
+        del state, index  # read again once the run is claimed; two copies of every key would be held meanwhile
     local_run = store.local_path() if store.local else None
     fresh = local_run is not None and not local_run.exists()
     committed = False
@@ -658,7 +673,7 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
             finished = True
         finally:
             try:
-                index = read_index(store)
+                index = driver.index  # what index.json holds (flushed entries only)
                 stats = compute_stats(store, plan, state, index)
                 stats["complete"] = len(index["shards"]) == plan.shards
                 store.write_text(STATS_JSON, json.dumps(stats, indent=1, sort_keys=True) + "\n")

@@ -51,6 +51,8 @@ class RunState:
     retries: int = 0
     running: set[str] = field(default_factory=set)
     tries: dict[str, int] = field(default_factory=dict)  # key -> retry records so far (names the next)
+    _failed_count: int = 0
+    _quarantine: dict[str, str] = field(default_factory=dict)
 
     def retry_count(self, key: str) -> int:
         return self.tries.get(key, 0)
@@ -68,19 +70,23 @@ class RunState:
 
     @property
     def failed_attempts(self) -> int:
-        return sum(len(v) for v in self.failed.values())
+        return self._failed_count
 
     @property
     def quarantine(self) -> dict[str, str]:
-        q: dict[str, str] = {}
-        for attempts in self.failed.values():
-            for r in attempts.values():
-                if r.get("asset_id"):
-                    q.setdefault(r["asset_id"], r.get("reason", ""))
-        return dict(sorted(q.items()))
+        return dict(sorted(self._quarantine.items()))
+
+    def is_quarantined(self, asset_id: str | None) -> bool:
+        return asset_id is not None and asset_id in self._quarantine
 
     def record_failure(self, key: str, record: dict) -> None:
-        self.failed.setdefault(key, {})[int(record["attempt"])] = record
+        # counters kept as records arrive: the driver asks for them after every clip
+        attempts = self.failed.setdefault(key, {})
+        if int(record["attempt"]) not in attempts:
+            self._failed_count += 1
+        attempts[int(record["attempt"])] = record
+        if record.get("asset_id"):
+            self._quarantine.setdefault(record["asset_id"], record.get("reason", ""))
 
 
 def scan(store: RunStore) -> RunState:
