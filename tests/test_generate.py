@@ -169,14 +169,15 @@ def test_kill_9_of_the_driver_then_the_same_command_gives_the_same_clips(referen
     wait_for(lambda: len(done_markers(out)) >= 1, "the first clip", proc=proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert len(done_markers(out)) < N, "killed in the middle"
-    before = {p.name: p.read_bytes() for p in done_markers(out)}
     # nothing of the killed run goes on working: Ray's raylet and GCS, its task workers and Blender
     # end with the driver (Ray's two idle agent processes take about a minute to notice; left out)
     def working() -> list[int]:
         return [p for p in processes_tagged(ray_tmp) if not any(a in describe([p]) for a in AGENTS)]
 
     wait_for(lambda: not working(), "the killed run's processes to end", timeout=60, detail=lambda: describe(working()))
+    # (a task that was mid-clip may have finished its clip after the driver died: that clip is done)
+    before = {p.name: p.read_bytes() for p in done_markers(out)}
+    assert len(before) < N, "killed in the middle"
 
     r = gen(out, ray_tmp)
     assert r.returncode == 0, r.stderr
