@@ -193,10 +193,13 @@ def test_a_render_worker_killed_mid_clip_is_retried_and_the_run_completes(tmp_pa
     # 24 frames, so that a clip lasts long enough to be caught in the middle
     proc = start_gen(out, ray_tmp, "--set", "scene.frames=24", n=2, log=tmp_path / "gen.log")
 
-    def mid_clip() -> bool:  # Blender has saved a frame of the first clip, and not its last
+    def mid_clip() -> bool:  # Blender has saved a frame of a clip, and not its last
         logs = sorted((out / "logs").glob("*.log")) if (out / "logs").is_dir() else []
-        return bool(logs) and 1 <= logs[0].read_text(errors="replace").count("Saved:") < 20
+        return any(1 <= p.read_text(errors="replace").count("Saved:") < 20 for p in logs)
 
+    wait_for(lambda: (out / "markers" / "s0_00000000.running.json").exists(), "the first clip to start", proc=proc)
+    live = json.loads(run_cli("status", str(out), "--json").stdout)
+    assert live["driver"]["live"] and "s0_00000000" in live["running"] and not live["complete"]
     wait_for(mid_clip, "a clip being rendered", proc=proc)
     pids = render_worker_pids(ray_tmp)
     assert len(pids) == 1

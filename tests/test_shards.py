@@ -111,3 +111,24 @@ def test_reads_through_fsspec_urls(tmp_path):
     assert [s.key for s in got] == ["clip_a"]
     assert np.array_equal(got[0].passes["rgb"], _members(seed=2)[1])
     assert [s.key for s in iter_samples(f"file://{shards}/index.json")] == ["clip_a"]
+
+
+def test_a_shard_cut_between_samples_is_an_error_not_a_shorter_dataset(tmp_path):
+    import tarfile
+
+    import numpy as np
+
+    from dr.shards.codec import npy_bytes
+    from dr.shards.reader import iter_samples
+    from dr.shards.writer import ShardWriter
+
+    with ShardWriter(tmp_path / "shards", 0) as w:
+        for k in ("a", "b"):
+            w.add(k, {"json": b'{"frames": 1}', "c2w.npy": npy_bytes(np.eye(4, dtype=np.float32)[None])})
+    path = tmp_path / "shards" / "shard-000000.tar"
+    with tarfile.open(path) as tar:
+        second = [m for m in tar.getmembers() if m.name.startswith("b.")][0].offset
+    data = path.read_bytes()
+    path.write_bytes(data[:second])  # exactly the first sample, no end-of-archive blocks
+    with pytest.raises(ValueError, match="holds 1 samples where its index says 2"):
+        list(iter_samples(str(tmp_path / "shards")))

@@ -48,13 +48,14 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def shard_urls(source: str) -> list[str]:
-    """The shard files a source names, in index order."""
+def shard_entries(source: str) -> list[tuple[str, int | None]]:
+    """(url, samples the index promises, or None for a bare shard) of every shard a source names,
+    in index order."""
     import fsspec
 
     src = str(source)
     if src.endswith(".tar"):
-        return [src]
+        return [(src, None)]
     fs, path = fsspec.core.url_to_fs(src)
     if src.endswith(INDEX_NAME):
         index_url, base = src, src[: -len(INDEX_NAME)].rstrip("/")
@@ -67,7 +68,12 @@ def shard_urls(source: str) -> list[str]:
         raise FileNotFoundError(f"{src}: no shard, shards/index.json or index.json there")
     with fsspec.open(index_url, "rt") as f:
         index = json.load(f)
-    return [_join(base, s["name"]) for s in index["shards"]]
+    return [(_join(base, s["name"]), s.get("samples")) for s in index["shards"]]
+
+
+def shard_urls(source: str) -> list[str]:
+    """The shard files a source names, in index order."""
+    return [url for url, _ in shard_entries(source)]
 
 
 def _wanted(suffix: str, passes: set[str] | None, with_env: bool) -> bool:
@@ -116,6 +122,13 @@ def iter_shard(url: str, passes: Iterable[str] | None = None, with_env: bool = T
 
 
 def iter_samples(source: str, passes: Iterable[str] | None = None, with_env: bool = True) -> Iterator[Sample]:
-    """Stream every sample of a shard, shards folder, index.json or run folder (path or URL)."""
-    for url in shard_urls(str(source)):
-        yield from iter_shard(url, passes=passes, with_env=with_env)
+    """Stream every sample of a shard, shards folder, index.json or run folder (path or URL).
+    A shard that yields fewer samples than its index entry says raises ValueError: a tar cut
+    between two samples reads as a shorter valid tar, which training must not take silently."""
+    for url, expected in shard_entries(str(source)):
+        got = 0
+        for sample in iter_shard(url, passes=passes, with_env=with_env):
+            got += 1
+            yield sample
+        if expected is not None and got != expected:
+            raise ValueError(f"{url} holds {got} samples where its index says {expected}: the shard is truncated")
