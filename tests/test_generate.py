@@ -517,3 +517,12 @@ def test_a_lost_slot_leaves_its_shard_short_and_says_so(tmp_path, ray_tmp):
     r = _dry(out, ray_tmp, "--set", "run.max_attempts=5")
     assert r.returncode == 1 and "nothing to do" in r.stderr
     assert not list((out / "clips").glob("*.tar"))
+
+
+def test_a_gpu_device_where_ray_has_none_is_one_line_and_leaves_no_folder(ray_tmp):
+    out = Path(ray_tmp) / "run"  # short enough for Ray's sockets: its temp folder goes into RUN/.ray
+    r = run_cli("generate", "--n", "2", "--preset", "tiny", "--out", str(out), "--device", "optix")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs a GPU and Ray sees none" in lines[0]
+    assert not out.exists(), "Ray's temp folder went with the run folder nobody asked for"
