@@ -57,15 +57,7 @@ def _manifest(store: RunStore, cache_dir: Path):
 
     key = ("manifest", store.url)
     if key not in _state:
-        if store.local:
-            path = store.local_path(MANIFEST_NAME)
-        else:
-            import hashlib
-
-            path = cache_dir / "runs" / hashlib.sha256(store.url.encode()).hexdigest()[:16] / MANIFEST_NAME
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(store.read_bytes(MANIFEST_NAME))
-        _state[key] = load_manifest(path)
+        _state[key] = load_manifest(store.local_copy(MANIFEST_NAME, cache_dir))
     return _state[key]
 
 
@@ -84,14 +76,6 @@ def _worker(cache_dir: Path, tmp: Path, threads: int, worker_cfg: dict):
     w = RenderWorker(cache_dir, tmp, threads, limits)
     _state["worker"] = (wanted, w)
     return w
-
-
-def _staging(store: RunStore, cache_dir: Path, run_id: str) -> Path:
-    """Where this process stages clips: inside the run folder when it is local (the commit is a
-    rename), else in the cache folder of this node."""
-    name = f"{socket.gethostname()}-{os.getpid()}"
-    root = store.local_path(".staging") if store.local else cache_dir / "staging" / run_id
-    return root / name
 
 
 def _check_space(store: RunStore, staging: Path, need: int) -> None:
@@ -123,7 +107,7 @@ def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str]
            "done": None, "system": None, "storage": None}
     host = socket.gethostname()
     record = {"key": key, "index": index, "attempt": attempt, "try": try_, "host": host}
-    staging = _staging(store, cache, ctx["run_id"])
+    staging = store.scratch(cache, f"{socket.gethostname()}-{os.getpid()}")  # this process's clips
     try:
         write_marker(store, running_name(key), {**record, "pid": os.getpid(), "started": time.time()})
         staging.mkdir(parents=True, exist_ok=True)

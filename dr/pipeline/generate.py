@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import socket
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from dr.pipeline.clip_task import MANIFEST_NAME
 from dr.pipeline.config import GenerateConfig, identity, identity_diff
 from dr.pipeline.plan import Plan, index_of, read_plan_header, write_plan
 from dr.pipeline.run_store import RunStore, StorageError, is_storage_error
-from dr.shards.writer import INDEX_NAME, shard_name
+from dr.shards.writer import INDEX_NAME, finish_index, shard_name
 
 RUN_JSON = "run.json"
 STATS_JSON = "stats.json"
@@ -159,7 +158,7 @@ def inspect(req: Request) -> Setup:
     if existing is not None and req.manifest is None and store.exists(MANIFEST_NAME):
         from dr.assets_manifest.manifest import Manifest, read_records
 
-        tmp = _local_copy(store, MANIFEST_NAME, req)
+        tmp = store.local_copy(MANIFEST_NAME, req.cache_dir)
         manifest = Manifest(read_records(tmp), path=tmp)
     else:
         manifest = _load_manifest(req)
@@ -196,10 +195,8 @@ def commit(setup: Setup, req: Request) -> dict:
     if existing is None:
         store.write_text(MANIFEST_NAME, setup.manifest.to_jsonl())
     if read_plan_header(store) != plan.header():
-        from dr.cache import cache_dir as resolve_cache
-
         # the plan is a function of the identity: (re)write a missing or damaged one
-        write_plan(store, plan, tmp_dir=None if store.local else resolve_cache(req.cache_dir))
+        write_plan(store, plan, req.cache_dir)
     store.write_text(RUN_JSON, json.dumps(run_json, indent=1, sort_keys=True) + "\n")
     for sub in ("markers", "shards", "clips", "logs"):
         store.makedirs(sub)
@@ -210,17 +207,6 @@ def config_hash_of(data: dict) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
-def _local_copy(store: RunStore, rel: str, req: Request) -> Path:
-    if store.local:
-        return store.local_path(rel)
-    from dr.cache import cache_dir as resolve_cache
-
-    p = resolve_cache(req.cache_dir) / "runs" / config_hash_of({"url": store.url}) / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(store.read_bytes(rel))
-    return p
 
 
 def _pid_alive(pid: int) -> bool:
@@ -271,22 +257,12 @@ def read_index(store: RunStore) -> dict:
     return json.loads(store.read_text(rel))
 
 
-def write_index(store: RunStore, index: dict, tmp_dir: Path | None = None) -> None:
-    """Publish index.json (staged in the run folder when local, else in ``tmp_dir``)."""
-    index["shards"] = sorted(index["shards"], key=lambda s: s["name"])
-    index["samples"] = sum(s["samples"] for s in index["shards"])
-    import tempfile
-
+def write_index(store: RunStore, index: dict, cache: Path | None = None) -> None:
+    """Publish index.json (``cache``: where a remote run's index is staged)."""
     # streamed: json.dumps of an index that lists 150,000 keys would build ~25 MB of pieces first
-    fd, tmp = tempfile.mkstemp(prefix=".index.tmp-", dir=store.local_path("shards") if store.local else tmp_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(index, f, indent=1, sort_keys=True)
-            f.write("\n")
-        store.put_file(tmp, f"shards/{INDEX_NAME}", move=True)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with store.publishing(f"shards/{INDEX_NAME}", cache) as f:
+        json.dump(finish_index(index), f, indent=1, sort_keys=True)
+        f.write("\n")
 
 
 def cleanup_leftovers(store: RunStore) -> None:
@@ -379,9 +355,6 @@ class _Driver:
         self.remaining: dict[int, int] = {}  # shard -> clips still to finish (done or lost)
         self.ready_merges: deque[int] = deque()
         self.unflushed: list[tuple[dict, list[str]]] = []  # merged shards not yet in index.json
-        from dr.cache import cache_dir as resolve_cache
-
-        self.tmp_dir = None if store.local else resolve_cache(req.cache_dir)
 
     # -- state ----------------------------------------------------------------------------------
     def _is_lost(self, key: str) -> bool:
@@ -515,7 +488,7 @@ class _Driver:
             return
         names = {e["name"] for e, _ in self.unflushed}
         self.index["shards"] = [x for x in self.index["shards"] if x["name"] not in names] + [e for e, _ in self.unflushed]
-        write_index(self.store, self.index, self.tmp_dir)
+        write_index(self.store, self.index, self.req.cache_dir)
         self.indexed |= names
         keys = [k for _, ks in self.unflushed for k in ks]
         self.store.remove([clip_rel(k) for k in keys])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 
 from dr.pipeline.run_store import RunStore
@@ -48,19 +47,13 @@ def index_of(key: str) -> int:
     return int(key.rsplit("_", 1)[1])
 
 
-def write_plan(store: RunStore, plan: Plan, tmp_dir: str | os.PathLike[str] | None = None) -> None:
-    """Write the plan file, streamed through a temporary file (in the run folder when it is
-    local, else in ``tmp_dir``) and then published atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=".plan.tmp-", dir=store.local_path() if store.local else tmp_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(plan.header()) + "\n")
-            for k in range(plan.n):
-                f.write(f'{{"index":{k},"clip_id":"{plan.key(k)}","seed":{plan.seed},"shard":{plan.shard_of(k)}}}\n')
-        store.put_file(tmp, PLAN_NAME, move=True)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def write_plan(store: RunStore, plan: Plan, cache: str | os.PathLike[str] | None = None) -> None:
+    """Write the plan file, streamed and published atomically (``cache``: where a remote run's
+    plan is staged)."""
+    with store.publishing(PLAN_NAME, cache) as f:
+        f.write(json.dumps(plan.header()) + "\n")
+        for k in range(plan.n):
+            f.write(f'{{"index":{k},"clip_id":"{plan.key(k)}","seed":{plan.seed},"shard":{plan.shard_of(k)}}}\n')
 
 
 def read_plan_header(store: RunStore) -> dict | None:

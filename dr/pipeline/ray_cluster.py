@@ -51,8 +51,8 @@ def ray_temp_dir(run_local: Path | None, cache: Path) -> Path:
     for folder in (cache / "ray" / tag, Path(tempfile.gettempdir()) / f"dr-ray-{tag}"):
         if len(str(folder)) + _SOCKET_TAIL <= _UNIX_PATH_MAX:
             return folder
-    raise UserError(f"no folder for Ray's temp files with a path short enough for its sockets; "
-                    f"set DR_RAY_TEMP_DIR to a short path such as /tmp/dr-ray")
+    raise UserError("no folder for Ray's temp files with a path short enough for its sockets; "
+                    "set DR_RAY_TEMP_DIR to a short path such as /tmp/dr-ray")
 
 
 def start(address: str | None, temp_dir: Path, num_cpus: int | None = None) -> bool:

@@ -9,11 +9,16 @@ written under a temporary name and moved.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, TextIO
+
+from dr.files import fsync_dir, write_bytes_atomic
 
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 # errors that say the output itself cannot take more data: retrying a clip cannot help
@@ -26,17 +31,6 @@ class StorageError(Exception):
 
 def is_storage_error(e: BaseException) -> bool:
     return isinstance(e, StorageError) or (isinstance(e, OSError) and e.errno in STORAGE_ERRNOS)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RunStore:
@@ -120,16 +114,7 @@ class RunStore:
         if self.local:
             final = Path(self.path(rel))
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
-            _fsync_dir(final.parent)
+            write_bytes_atomic(final, data)
         elif self.object_store:
             self.fs.pipe_file(self.path(rel), data)
         else:
@@ -162,7 +147,7 @@ class RunStore:
                     tmp.unlink(missing_ok=True)
                 if move:
                     local.unlink()
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             return
         if self.object_store:
             self.fs.put_file(str(local), self.path(rel))
@@ -172,6 +157,43 @@ class RunStore:
             self.fs.mv(tmp, self.path(rel))
         if move:
             local.unlink()
+
+    def scratch(self, cache: str | os.PathLike[str] | None, *parts: str) -> Path:
+        """A node-local folder for files on their way into the run: inside the run folder when it
+        is local (publishing is then a rename), else in the cache folder, under this run's name."""
+        from dr.cache import cache_dir
+
+        if self.local:
+            root = self.local_path(".staging")
+        else:
+            root = cache_dir(cache) / "staging" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return root.joinpath(*parts)
+
+    def local_copy(self, rel: str, cache: str | os.PathLike[str] | None) -> Path:
+        """A local path holding file ``rel``: itself for a local run, else a copy in the cache."""
+        if self.local:
+            return self.local_path(rel)
+        from dr.cache import cache_dir
+
+        path = cache_dir(cache) / "runs" / hashlib.sha256(self.url.encode()).hexdigest()[:16] / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.read_bytes(rel))
+        return path
+
+    @contextmanager
+    def publishing(self, rel: str, cache: str | os.PathLike[str] | None = None) -> Iterator[TextIO]:
+        """A text file to stream into, published atomically at ``rel`` when the block ends without
+        an exception (for files too large to build in memory first)."""
+        folder = self.scratch(cache)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{rel.replace('/', '_')}.tmp-", dir=folder)
+        try:
+            with os.fdopen(fd, "w") as f:
+                yield f
+            self.put_file(tmp, rel, move=True)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def open_read(self, rel: str):
         return self.fs.open(self.path(rel), "rb")

@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import tarfile
-from pathlib import Path
 
 from dr.pipeline.run_store import RunStore
 from dr.shards.schema import split_member
@@ -34,11 +33,8 @@ def clip_rel(key: str) -> str:
 def merge_shard(run_url: str, number: int, keys: list[str], sha256: dict[str, str], cache_dir: str | None) -> dict:
     """Write shard ``number`` from the clips ``keys`` (checked against their markers' sha256);
     returns its index entry. Raises ClipDataError naming a clip whose data is bad."""
-    from dr.cache import cache_dir as resolve_cache
-
     store = RunStore(run_url)
-    name = f"merge-{socket.gethostname()}-{os.getpid()}"
-    staging = store.local_path(".staging") / name if store.local else resolve_cache(cache_dir) / "staging" / name
+    staging = store.scratch(cache_dir, f"merge-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:

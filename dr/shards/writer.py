@@ -14,7 +14,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from dr.files import sha256_file, write_text_atomic
+from dr.files import fsync_dir, sha256_file, write_text_atomic
 from dr.shards.schema import KEY_RE, SCHEMA_VERSION
 
 INDEX_NAME = "index.json"
@@ -22,17 +22,6 @@ INDEX_NAME = "index.json"
 
 def shard_name(number: int) -> str:
     return f"shard-{number:06d}.tar"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_index(shards_dir: Path) -> dict:
@@ -43,15 +32,19 @@ def read_index(shards_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def finish_index(index: dict) -> dict:
+    """``index`` with its shards in name order and its sample total brought up to date."""
+    index["shards"] = sorted(index["shards"], key=lambda s: s["name"])
+    index["samples"] = sum(s["samples"] for s in index["shards"])
+    return index
+
+
 def update_index(shards_dir: Path, entry: dict) -> None:
     """Add or replace one shard's entry in index.json (atomically: temp file, fsync, rename)."""
     shards_dir = Path(shards_dir)
     index = read_index(shards_dir)
-    shards = [s for s in index["shards"] if s["name"] != entry["name"]] + [entry]
-    index["shards"] = sorted(shards, key=lambda s: s["name"])
-    index["samples"] = sum(s["samples"] for s in index["shards"])
-    write_text_atomic(shards_dir / INDEX_NAME, json.dumps(index, indent=1, sort_keys=True) + "\n")
-    _fsync_dir(shards_dir)
+    index["shards"] = [s for s in index["shards"] if s["name"] != entry["name"]] + [entry]
+    write_text_atomic(shards_dir / INDEX_NAME, json.dumps(finish_index(index), indent=1, sort_keys=True) + "\n")
 
 
 class SampleTar:
@@ -110,7 +103,7 @@ class SampleTar:
         entry = {"name": self.name, "samples": len(self.keys), "bytes": self.partial.stat().st_size,
                  "sha256": sha256_file(self.partial), "keys": list(self.keys)}
         os.replace(self.partial, self.final)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return entry
 
     def discard(self) -> None:
