@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dr.cli.options import CacheOpt, ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config
-from dr.errors import UserError
+from dr.cli.options import CacheOpt, ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config, with_device
 
 
 def generate(
@@ -52,16 +51,8 @@ def generate(
     from dr.pipeline.config import GenerateConfig
     from dr.pipeline.generate import Request, RunAborted, generate as run_generate
 
-    sets = list(set_ or [])
-    if device is not None:
-        if device not in ("auto", "optix", "cuda", "cpu"):
-            raise UserError(f"--device {device!r}: choose auto, optix, cuda or cpu")
-        sets.append(f"render.device={device}")
+    sets = with_device(set_, device)
     cfg = effective_config(GenerateConfig, preset, config, sets, print_config)
-    if n <= 0:
-        raise UserError(f"--n {n}: the number of clips must be at least 1")
-    if manifest is not None and "://" not in manifest and not Path(manifest).expanduser().is_file():
-        raise UserError(f"manifest {manifest!r} does not exist; build one with `dr-data assets build`")
     if "://" not in out:
         out = str(Path(out).expanduser().absolute())
     req = Request(n=n, out=out, cfg=cfg, seed=seed, manifest=manifest,

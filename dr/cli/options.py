@@ -10,6 +10,7 @@ import typer
 
 from dr.config import PRESETS, CommandConfig, config_yaml, resolve_config
 from dr.errors import UserError
+from dr.files import nearest_existing
 
 PresetOpt = Annotated[
     Optional[str],
@@ -50,6 +51,16 @@ def effective_config(model: type[C], preset: str | None, config: Path | None, se
     return cfg
 
 
+def with_device(sets: list[str] | None, device: str | None) -> list[str]:
+    """The --set overrides with --device folded in as render.device (UserError on an unknown one)."""
+    sets = list(sets or [])
+    if device is not None:
+        if device not in ("auto", "optix", "cuda", "cpu"):
+            raise UserError(f"--device {device!r}: choose auto, optix, cuda or cpu")
+        sets.append(f"render.device={device}")
+    return sets
+
+
 def writable_file(out: Path, example: str) -> Path:
     """Absolute ``out`` if a file can be written there (missing parent folders will be made);
     UserError otherwise. Nothing is created here."""
@@ -72,9 +83,7 @@ def writable_folder(out: Path) -> Path:
 
 def _check_nearest_folder(out: Path, start: Path) -> None:
     """The nearest existing ancestor of ``start`` (itself included) must be a writable folder."""
-    parent = start
-    while not parent.exists():
-        parent = parent.parent
+    parent = nearest_existing(start)
     if not parent.is_dir():
         raise UserError(f"cannot write {str(out)!r}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK):

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from dr.cli.options import CacheOpt, ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config, writable_folder
+from dr.cli.options import (CacheOpt, ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config, with_device,
+                             writable_folder)
 from dr.errors import UserError
 
 
@@ -39,11 +40,7 @@ def render(
     from dr.render.errors import RenderError
     from dr.render.settings import RenderCommandConfig
 
-    sets = list(set_ or [])
-    if device is not None:
-        if device not in ("auto", "optix", "cuda", "cpu"):
-            raise UserError(f"--device {device!r}: choose auto, optix, cuda or cpu")
-        sets.append(f"render.device={device}")
+    sets = with_device(set_, device)
     cfg = effective_config(RenderCommandConfig, preset, config, sets, print_config)
     spec = load_spec(spec_file)
     out = check_fresh(writable_folder(out))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from dr.errors import UserError
+from dr.files import nearest_existing
 from dr.pipeline import markers as mk
 from dr.pipeline.clip_task import MANIFEST_NAME
 from dr.pipeline.config import GenerateConfig, identity, identity_diff
@@ -108,9 +109,7 @@ def open_store(out: str) -> RunStore:
         p = store.local_path()
         if p.exists() and not p.is_dir():
             raise UserError(f"--out {str(p)!r} is a file; give a folder")
-        parent = p
-        while not parent.exists():
-            parent = parent.parent
+        parent = nearest_existing(p)
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise UserError(f"cannot write to --out {str(p)!r}: {str(parent)!r} is not a writable folder")
     return store
