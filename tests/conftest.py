@@ -37,6 +37,15 @@ def builtin_manifest(cache_dir):
     return load_manifest(ensure_builtin_manifest(cache_dir))
 
 
+def run_app(*argv: str) -> int:
+    """Run `dr-data ARGV` in this process through the real app (its output goes to pytest's capture);
+    returns the exit status."""
+    from dr.cli.data_app import app
+    from dr.cli.runner import run
+
+    return run(app, "dr-data", list(argv))
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `dr-data ARGS` in a fresh interpreter, as a user would."""
     full_env = {**os.environ, **(env or {})}

@@ -7,11 +7,9 @@ import os
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
 
-from dr.cli.export_cmd import export as export_command
-from dr.cli.runner import run
+from conftest import run_app
 from dr.pipeline.export import ENV_PASSES, GBUFFER_PASSES, ExportSettings, export_run
 from dr.shards.codec import npy_bytes, npy_zst_bytes
 from dr.shards.writer import ShardWriter
@@ -212,10 +210,7 @@ def test_resume_skips_done_clips_and_replaces_partials(run_dir, tmp_path):
 
 
 def _cli(argv, capsys):
-    app = typer.Typer(add_completion=False)
-    app.callback()(lambda: None)  # keep `export` a subcommand, as in dr-data
-    app.command("export")(export_command)
-    rc = run(app, "dr-data", argv)
+    rc = run_app(*argv)
     return rc, capsys.readouterr()
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import typer
 from PIL import Image
 from test_export import H, T, W, write_run
 
-from dr.cli.preview_cmd import preview as preview_command
-from dr.cli.runner import run
+from conftest import run_app
 from dr.shards.preview import (ANIM_COLUMNS, BAR_H, LABEL_H, animation_frames, contact_sheet, gallery_html,
                                write_previews)
 from dr.shards.reader import iter_samples
@@ -85,10 +83,7 @@ def test_gallery_escapes_text():
 
 
 def _cli(argv, capsys):
-    app = typer.Typer(add_completion=False)
-    app.callback()(lambda: None)  # keep `preview` a subcommand, as in dr-data
-    app.command("preview")(preview_command)
-    rc = run(app, "dr-data", argv)
+    rc = run_app(*argv)
     return rc, capsys.readouterr()
 
 

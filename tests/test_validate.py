@@ -8,10 +8,8 @@ import tarfile
 
 import numpy as np
 import pytest
-import typer
 
-from dr.cli.runner import run
-from dr.cli.validate_cmd import validate
+from conftest import run_app
 from dr.shards.codec import npy_bytes, npy_zst_bytes
 from dr.shards.reader import Sample
 from dr.shards.schema import PASSES, SCHEMA_VERSION, pass_suffix
@@ -423,9 +421,7 @@ def test_neither_shard_nor_folder_is_a_user_error(tmp_path):
 
 
 def _cli(*args: str) -> int:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(validate)
-    return run(app, "dr-data validate", list(args))
+    return run_app("validate", *args)
 
 
 def test_cli_exit_codes_and_json(tmp_path, capsys):
