@@ -26,14 +26,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "scene": {"width": 512, "height": 512, "frames": 24},
         "render": {"samples": 128},
+        "data": {"height": 512, "width": 512, "frames": 24},
     },
+    # the training sections of cpu-demo and tiny are sized for the tiny base (dr-train init-tiny) on CPUs
     "cpu-demo": {
         "scene": {"width": 128, "height": 128, "frames": 8},
         "render": {"samples": 16, "max_bounces": 4},
+        "data": {"height": 64, "width": 64, "frames": 8, "env_height": 32, "env_width": 32, "batch_size": 2,
+                 "workers": 1, "shuffle_buffer": 16, "holdout_fraction": 0.125},
+        "model": {"env_stem_channels": [16, 32, 32, 32]},
+        "optim": {"lr": 3.0e-4, "warmup_steps": 20},
+        "train": {"checkpoint_every": 100, "max_steps": 1000},
     },
     "tiny": {
         "scene": {"width": 64, "height": 64, "frames": 4},
         "render": {"samples": 4, "max_bounces": 2},
+        "data": {"height": 32, "width": 32, "frames": 4, "env_height": 16, "env_width": 16, "batch_size": 1,
+                 "workers": 0, "shuffle_buffer": 4, "holdout_fraction": 0.125},
+        "model": {"env_stem_channels": [16, 32, 32, 32]},
+        "optim": {"lr": 3.0e-4, "warmup_steps": 2},
+        "train": {"checkpoint_every": 5, "max_steps": 10, "log_every": 1},
     },
 }
 

@@ -9,6 +9,7 @@ from dr.config import PRESETS, CommandConfig, config_hash, config_yaml, resolve_
 from dr.errors import UserError
 from dr.render.settings import RenderSettings
 from dr.scenes.config import SceneConfig, ScenesSampleConfig
+from dr.train.config import DataSection, ModelSection, OptimSection, TrainSection
 
 
 class Everything(CommandConfig):
@@ -16,6 +17,10 @@ class Everything(CommandConfig):
 
     scene: SceneConfig = SceneConfig()
     render: RenderSettings = RenderSettings()
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    optim: OptimSection = OptimSection()
+    train: TrainSection = TrainSection()
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

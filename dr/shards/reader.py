@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tarfile
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Container, Iterable, Iterator
 
 import numpy as np
 
@@ -100,8 +100,10 @@ def _assemble(key: str, members: dict[str, object]) -> Sample:
     return s
 
 
-def iter_shard(url: str, passes: Iterable[str] | None = None, with_env: bool = True) -> Iterator[Sample]:
-    """Stream the samples of one shard. ``passes`` limits which passes are decoded (default all)."""
+def iter_shard(url: str, passes: Iterable[str] | None = None, with_env: bool = True,
+               keys: Container[str] | None = None) -> Iterator[Sample]:
+    """Stream the samples of one shard. ``passes`` limits which passes are decoded (default all);
+    ``keys`` limits which samples are (others are passed over undecoded)."""
     import fsspec
 
     want = None if passes is None else set(passes)
@@ -111,6 +113,8 @@ def iter_shard(url: str, passes: Iterable[str] | None = None, with_env: bool = T
             if not info.isfile():
                 continue
             k, suffix = split_member(info.name)
+            if keys is not None and k not in keys:
+                continue
             if k != key:
                 if key is not None:
                     yield _assemble(key, members)

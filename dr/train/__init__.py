@@ -1,1 +1,2 @@
-"""Models, data loading for training and the training loops (reads shards; nothing of render or pipeline)."""
+"""Training: streaming data from shards, losses, the loops on accelerate, checkpoints, evaluation (reads shards
+and uses dr/models; nothing of render, pipeline or labeling)."""

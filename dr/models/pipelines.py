@@ -1,0 +1,223 @@
+"""Inference pipelines of the forward and inverse renderers, in diffusers' layout.
+
+Both work on the training-time views of DESIGN section 2 (each pass as a (T, 3, H, W) image in
+[-1, 1]; env encodings stacked to (T, 9, He, We) in [-1, 1]) and sample with SVD's EDM Euler
+scheduler. ``save_pretrained`` writes unet/, vae/, scheduler/ (and env_encoder/ or
+pass_embedding/) with ``model_index.json``; ``from_pretrained`` rebuilds the pipeline from them.
+
+- ``ForwardRendererPipeline``: G-buffers + env -> the rgb display view (exposure-normalised sRGB
+  in [0, 1]; ``display_to_linear`` gives linear radiance up to that exposure). Classifier-free
+  guidance against zero conditions and zero env tokens.
+- ``InverseRendererPipeline``: rgb display view -> basecolor, metallic, roughness, normal, depth in
+  DESIGN's units (depth relative: [0, 1], near small). The passes run as one batch; clips longer
+  than ``num_frames`` run in overlapping windows whose latents are blended linearly.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, DiffusionPipeline, EulerDiscreteScheduler
+
+from dr.models.env_encoder import EnvEncoder
+from dr.models.pass_embedding import INVERSE_PASSES, PassEmbedding, pass_ids
+from dr.models.unet import RendererUNet
+
+FORWARD_CONDITIONS = ("basecolor", "normal", "depth", "roughness", "metallic")
+# SVD's micro-conditioning (fps - 1, motion bucket, noise augmentation), held fixed for renderers
+ADDED_TIME_IDS = (6.0, 127.0, 0.0)
+
+
+def encode_frames(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """(B, T, 3, H, W) in [-1, 1] -> scaled latents (B, T, 4, h, w): the posterior's mode, in chunks."""
+    b, t = frames.shape[:2]
+    flat = frames.flatten(0, 1).to(vae.dtype)
+    z = torch.cat([vae.encode(flat[i:i + chunk]).latent_dist.mode() for i in range(0, flat.shape[0], chunk)])
+    return (z * vae.config.scaling_factor).reshape(b, t, *z.shape[1:])
+
+
+def decode_latents(vae: AutoencoderKLTemporalDecoder, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """Scaled latents (B, T, 4, h, w) -> frames (B, T, 3, H, W), about [-1, 1]; ``chunk`` frames at
+    a time (the temporal decoder sees each chunk as one video)."""
+    b, t = latents.shape[:2]
+    out = []
+    for clip in latents:
+        z = clip.to(vae.dtype) / vae.config.scaling_factor
+        out.append(torch.cat([vae.decode(z[i:i + chunk], num_frames=z[i:i + chunk].shape[0]).sample
+                              for i in range(0, t, chunk)]))
+    return torch.stack(out)
+
+
+def added_time_ids(batch: int, device, dtype) -> torch.Tensor:
+    return torch.tensor([ADDED_TIME_IDS] * batch, device=device, dtype=dtype)
+
+
+def window_starts(frames: int, window: int, overlap: int) -> list[int]:
+    """Starts of windows of ``window`` frames covering ``frames``, consecutive ones sharing at least
+    ``overlap`` frames; the last window ends at the last frame. One window if the clip fits."""
+    if frames <= window:
+        return [0]
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap {overlap} must be in [0, {window})")
+    stride = window - overlap
+    starts = list(range(0, frames - window, stride)) + [frames - window]
+    return starts
+
+
+def blend_weights(starts: Sequence[int], window: int, frames: int) -> torch.Tensor:
+    """(len(starts), frames) weights: each window's frames weighted by a ramp over the part it
+    shares with a neighbour, summing to 1 at every frame."""
+    w = torch.zeros(len(starts), frames, dtype=torch.float64)
+    for k, s in enumerate(starts):
+        ramp = torch.ones(window, dtype=torch.float64)
+        if k > 0:
+            shared = starts[k - 1] + window - s
+            ramp[:shared] = torch.minimum(ramp[:shared], (torch.arange(shared) + 1.0) / (shared + 1.0))
+        if k < len(starts) - 1:
+            shared = s + window - starts[k + 1]
+            ramp[window - shared:] = torch.minimum(ramp[window - shared:],
+                                                   (shared - torch.arange(shared, dtype=torch.float64)) / (shared + 1.0))
+        w[k, s:s + window] = ramp
+    return w / w.sum(0, keepdim=True)
+
+
+def display_to_linear(display: np.ndarray) -> np.ndarray:
+    """The rgb display view ([0, 1] sRGB) back to linear radiance, up to the clip's exposure scale."""
+    from dr.srgb import srgb_to_linear
+
+    return srgb_to_linear(np.clip(display, 0.0, 1.0)).astype(np.float32)
+
+
+class _RendererPipeline(DiffusionPipeline):
+    def _sigma_loop(self, num_inference_steps: int, device):
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        return self.scheduler.timesteps
+
+    def _noise(self, shape, generator, device, dtype) -> torch.Tensor:
+        gen_device = generator.device if isinstance(generator, torch.Generator) else "cpu"
+        return torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32).to(device, dtype)
+
+
+class ForwardRendererPipeline(_RendererPipeline):
+    """G-buffers + env -> rgb (module doc)."""
+
+    model_cpu_offload_seq = "env_encoder->unet->vae"
+
+    def __init__(self, unet: RendererUNet, vae: AutoencoderKLTemporalDecoder, env_encoder: EnvEncoder,
+                 scheduler: EulerDiscreteScheduler):
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae, env_encoder=env_encoder, scheduler=scheduler)
+
+    def condition_latents(self, gbuffers: dict[str, torch.Tensor]) -> torch.Tensor:
+        """{pass: (B, T, 3, H, W)} -> (B, T, 20, h, w), passes in FORWARD_CONDITIONS order."""
+        missing = [p for p in FORWARD_CONDITIONS if p not in gbuffers]
+        if missing:
+            raise ValueError(f"the forward renderer needs {', '.join(missing)}")
+        return torch.cat([encode_frames(self.vae, gbuffers[p]) for p in FORWARD_CONDITIONS], dim=2)
+
+    def env_tokens(self, env: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T, 9, He, We) -> per-level contexts (B*T, N_l, C_l)."""
+        return self.env_encoder.tokens(env.flatten(0, 1).to(self.env_encoder.dtype))
+
+    @torch.no_grad()
+    def __call__(self, gbuffers: dict[str, torch.Tensor], env: torch.Tensor, num_inference_steps: int = 20,
+                 guidance_scale: float = 1.2, generator: torch.Generator | None = None,
+                 latents: torch.Tensor | None = None, decode_chunk_size: int = 8, output_type: str = "np"):
+        """Returns the rgb display view, (B, T, H, W, 3) float32 in [0, 1] (``output_type='np'``), or
+        the scaled latents (``'latent'``)."""
+        device, dtype = self._execution_device, self.unet.dtype
+        cond = self.condition_latents({k: v.to(device) for k, v in gbuffers.items()}).to(dtype)
+        tokens = [t.to(dtype) for t in self.env_tokens(env.to(device))]
+        b, t = cond.shape[:2]
+        cfg = guidance_scale != 1.0
+        if cfg:
+            cond = torch.cat([torch.zeros_like(cond), cond])
+            tokens = [torch.cat([torch.zeros_like(x), x]) for x in tokens]
+        timesteps = self._sigma_loop(num_inference_steps, device)
+        shape = (b, t, 4, *cond.shape[-2:])
+        x = self._noise(shape, generator, device, dtype) if latents is None else latents.to(device, dtype)
+        x = x * self.scheduler.init_noise_sigma
+        time_ids = added_time_ids(cond.shape[0], device, dtype)
+        for ts in self.progress_bar(timesteps):
+            x_in = torch.cat([x, x]) if cfg else x
+            x_in = self.scheduler.scale_model_input(x_in, ts)
+            out = self.unet(torch.cat([x_in, cond], dim=2), ts, tokens, time_ids).sample
+            if cfg:
+                uncond, c = out.chunk(2)
+                out = uncond + guidance_scale * (c - uncond)
+            x = self.scheduler.step(out, ts, x).prev_sample
+        if output_type == "latent":
+            return x
+        frames = decode_latents(self.vae, x, decode_chunk_size)
+        return ((frames.float().clamp(-1, 1) + 1) / 2).permute(0, 1, 3, 4, 2).cpu().numpy()
+
+
+class InverseRendererPipeline(_RendererPipeline):
+    """rgb -> G-buffers (module doc)."""
+
+    model_cpu_offload_seq = "unet->vae"
+
+    def __init__(self, unet: RendererUNet, vae: AutoencoderKLTemporalDecoder, pass_embedding: PassEmbedding,
+                 scheduler: EulerDiscreteScheduler):
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae, pass_embedding=pass_embedding, scheduler=scheduler)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.unet.config.num_frames)
+
+    @torch.no_grad()
+    def __call__(self, video: torch.Tensor, passes: Sequence[str] = INVERSE_PASSES, num_inference_steps: int = 20,
+                 generator: torch.Generator | None = None, window: int | None = None, overlap: int = 6,
+                 decode_chunk_size: int = 8, output_type: str = "np"):
+        """video (B, T, 3, H, W): the rgb display view in [-1, 1]. Returns {pass: (B, T, H, W, C)}
+        float32 in DESIGN's units (``output_type='np'``), or {pass: scaled latents} (``'latent'``).
+        ``window`` defaults to the UNet's ``num_frames``."""
+        device, dtype = self._execution_device, self.unet.dtype
+        passes = tuple(passes)
+        ids = pass_ids(passes).to(device)
+        video_latents = encode_frames(self.vae, video.to(device)).to(dtype)
+        b, t = video_latents.shape[:2]
+        window = window or self.num_frames
+        starts = window_starts(t, window, overlap)
+        span = min(window, t)
+        shape = (b, t, 4, *video_latents.shape[-2:])
+        noise = self._noise(shape, generator, device, dtype)
+        context = self.pass_embedding(ids).to(dtype)  # (P, 1, D)
+        blended = torch.zeros(len(passes), *shape, device=device, dtype=torch.float32)
+        weights = blend_weights(starts, span, t).to(device)
+        for k, s in enumerate(starts):
+            sl = slice(s, s + span)
+            z = self._denoise(video_latents[:, sl], noise[:, sl], context, num_inference_steps, device, dtype)
+            blended[:, :, sl] += z.float() * weights[k, sl].reshape(1, 1, -1, 1, 1, 1).float()
+        if output_type == "latent":
+            return dict(zip(passes, blended))
+        return {p: to_pass_units(p, decode_latents(self.vae, blended[i], decode_chunk_size))
+                for i, p in enumerate(passes)}
+
+    def _denoise(self, video_latents, noise, context, steps, device, dtype) -> torch.Tensor:
+        """All passes of all clips of one window as one batch: (P, B, t, 4, h, w) x0 latents."""
+        p, (b, t) = context.shape[0], video_latents.shape[:2]
+        cond = video_latents.repeat(p, 1, 1, 1, 1)                       # (P*B, t, 4, h, w), pass-major
+        ctx = context.repeat_interleave(b, dim=0)                        # (P*B, 1, D)
+        x = noise.repeat(p, 1, 1, 1, 1) * self.scheduler.init_noise_sigma
+        time_ids = added_time_ids(p * b, device, dtype)
+        for ts in self.progress_bar(self._sigma_loop(steps, device)):
+            x_in = self.scheduler.scale_model_input(x, ts)
+            out = self.unet(torch.cat([x_in, cond], dim=2), ts, ctx, time_ids).sample
+            x = self.scheduler.step(out, ts, x).prev_sample
+        return x.reshape(p, b, *x.shape[1:])
+
+
+def to_pass_units(name: str, view: torch.Tensor) -> np.ndarray:
+    """A decoded view (B, T, 3, H, W) in about [-1, 1] -> the pass in DESIGN's units, (B, T, H, W, C)."""
+    x = view.float().permute(0, 1, 3, 4, 2)
+    if name == "normal":
+        x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    else:
+        x = ((x.clamp(-1, 1) + 1) / 2)
+        if name in ("roughness", "metallic", "depth"):
+            x = x.mean(dim=-1, keepdim=True)
+    return x.cpu().numpy().astype(np.float32)

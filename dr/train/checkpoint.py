@@ -1,0 +1,56 @@
+"""Checkpoints of a training run (DESIGN section 8): ``checkpoints/step-NNNNNNN/``.
+
+A checkpoint holds the pipeline in diffusers layout (``pipeline/``, safetensors) and the trainer's
+own state (``trainer_state.pt``: optimiser, LR schedule, step, data position; torch's format, read
+with ``weights_only=True``). It is written under a temporary name and renamed last; ``latest``
+names the newest complete one and is itself replaced atomically. The step's random draws are a
+function of (seed, step, rank), so no RNG state needs keeping.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from dr.files import fsync_dir, write_text_atomic
+
+LATEST = "latest"
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def save_checkpoint(root: Path, step: int, pipeline, state: dict, limit: int) -> Path:
+    """Write checkpoint ``step`` under ``root`` (the run's checkpoints/ folder); keep the newest
+    ``limit``. Returns its folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_name(step)
+    tmp = root / f".{step_name(step)}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    pipeline.save_pretrained(tmp / "pipeline")
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    fsync_dir(root)
+    write_text_atomic(root / LATEST, step_name(step) + "\n")
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-limit]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The folder ``latest`` names, if it is complete; else None."""
+    f = root / LATEST
+    if not f.is_file():
+        return None
+    path = root / f.read_text().strip()
+    return path if (path / "trainer_state.pt").is_file() and (path / "pipeline" / "model_index.json").is_file() \
+        else None
+
+
+def load_trainer_state(ckpt: Path) -> dict:
+    return torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)

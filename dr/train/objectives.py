@@ -1,0 +1,61 @@
+"""What one training step computes for each renderer: batch -> loss, as an nn.Module (so DDP
+wraps exactly the trained parts). The VAE is frozen and kept outside the module's parameters."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dr.models.pass_embedding import INVERSE_PASSES, pass_ids
+from dr.models.pipelines import FORWARD_CONDITIONS, encode_frames
+from dr.train.loss import dropout_mask, edm_loss
+
+
+class _Objective(nn.Module):
+    def __init__(self, pipeline):
+        super().__init__()
+        self.__dict__["pipeline"] = pipeline  # not a submodule: its VAE is frozen and not trained
+        pipeline.vae.requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def latents(self, frames: torch.Tensor) -> torch.Tensor:
+        vae = self.pipeline.vae
+        return encode_frames(vae, frames.to(vae.device, vae.dtype)).float()
+
+
+class ForwardObjective(_Objective):
+    """G-buffer latents and env tokens -> the rgb latents; conditions dropped per clip with
+    probability ``dropout`` (zero latents and zero env tokens, the pipeline's unconditional branch)."""
+
+    def __init__(self, pipeline, dropout: float):
+        super().__init__(pipeline)
+        self.unet, self.env_encoder, self.dropout = pipeline.unet, pipeline.env_encoder, dropout
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        x0 = self.latents(batch["rgb"])
+        cond = torch.cat([self.latents(batch[p]) for p in FORWARD_CONDITIONS], dim=2)
+        b, t = x0.shape[:2]
+        keep = dropout_mask(b, self.dropout, generator).to(x0.device)
+        cond = cond * keep.reshape(b, 1, 1, 1, 1)
+        env = batch["env"].to(x0.device)
+        tokens = self.env_encoder.tokens(env.flatten(0, 1))
+        frame_keep = keep.repeat_interleave(t).reshape(b * t, 1, 1)
+        tokens = [tok * frame_keep.to(tok.dtype) for tok in tokens]
+        return edm_loss(self.unet, x0, cond, tokens, generator)
+
+
+class InverseObjective(_Objective):
+    """The rgb latents and a pass embedding -> that pass's latents; every pass of every clip in
+    one batch (as the pipeline runs them)."""
+
+    def __init__(self, pipeline, passes=INVERSE_PASSES):
+        super().__init__(pipeline)
+        self.unet, self.pass_embedding, self.passes = pipeline.unet, pipeline.pass_embedding, tuple(passes)
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        video = self.latents(batch["rgb"])
+        b = video.shape[0]
+        x0 = torch.cat([self.latents(batch[p]) for p in self.passes])            # pass-major (P*B, ...)
+        cond = video.repeat(len(self.passes), 1, 1, 1, 1)
+        ids = pass_ids(self.passes).to(video.device).repeat_interleave(b)
+        return edm_loss(self.unet, x0, cond, self.pass_embedding(ids), generator)

@@ -1,0 +1,86 @@
+"""A training run folder's run.json (DESIGN section 8): what the run is, so that running the same
+command again resumes it and a different one is refused.
+
+The identity is the kind, the config (less ``train.max_steps``, which a resume may raise), the
+base model and the data (each source with the sha256 of its shard index). Each session appends
+its argv, versions and start time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+from dr.config import config_hash
+from dr.errors import UserError
+from dr.files import write_text_atomic
+from dr.train.config import TrainConfig
+
+RUN_JSON = "run.json"
+
+
+def data_identity(sources: Sequence[str]) -> list[dict]:
+    """[{source, index_sha256, shards, samples}] of each data source; UserError where one holds no shards."""
+    import fsspec
+
+    from dr.shards.reader import shard_entries
+
+    out = []
+    for src in sources:
+        try:
+            entries = shard_entries(src)
+        except (FileNotFoundError, ValueError, OSError):
+            raise UserError(f"--data {src!r} holds no shards (no shards/index.json): make some with "
+                            f"`dr-data generate`") from None
+        if not entries:
+            raise UserError(f"--data {src!r} holds no shards yet")
+        index_url = entries[0][0].rsplit("/", 1)[0] + "/index.json"
+        with fsspec.open(index_url, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        out.append({"source": src, "index_sha256": digest, "shards": len(entries),
+                    "samples": sum(n or 0 for _, n in entries)})
+    return out
+
+
+def identity(kind: str, cfg: TrainConfig, base: str, data: list[dict]) -> dict:
+    c = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 1})})
+    return {"kind": kind, "config_hash": config_hash(c), "base": base,
+            "data": [{"source": d["source"], "index_sha256": d["index_sha256"]} for d in data]}
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("dr", "torch", "diffusers", "accelerate", "peft"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def open_run(out: Path, kind: str, cfg: TrainConfig, base: str, data: list[dict], argv: Sequence[str]) -> dict:
+    """Create run.json, or check that the existing one is the same run (UserError naming what
+    differs); append this session. Returns the run record."""
+    path = out / RUN_JSON
+    ident = identity(kind, cfg, base, data)
+    if path.is_file():
+        run = json.loads(path.read_text())
+        old = run["identity"]
+        diffs = [k for k in ident if ident[k] != old.get(k)]
+        if diffs:
+            what = ", ".join(f"{k} ({old.get(k)!r} in the run, {ident[k]!r} now)" if k in ("kind", "base")
+                             else k for k in diffs)
+            raise UserError(f"{out} is a training run made by another command: {what} differ; "
+                            f"use another --out, or the run's own command")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        run = {"identity": ident, "config": cfg.model_dump(mode="json"), "data": data, "sessions": []}
+    run["config"] = cfg.model_dump(mode="json")
+    run["sessions"].append({"argv": list(argv), "versions": versions(), "started": time.time()})
+    write_text_atomic(path, json.dumps(run, indent=1, sort_keys=True) + "\n")
+    return run

@@ -1,0 +1,168 @@
+"""The training loop of ``dr-train forward|inverse`` on accelerate (DESIGN sections 5 and 8).
+
+One process per device (``accelerate launch`` for several GPUs or nodes). Each optimiser step
+takes ``grad_accum`` batches; every draw of step s on rank r comes from a generator seeded by
+(seed, s, r, micro-batch), and the data stream's position is the batch count, so a run resumed
+from a checkpoint continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from dr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from dr.train.config import TrainConfig
+from dr.train.data import ClipDataset, collate, produced_per_worker
+from dr.train.metrics import MetricsLog
+from dr.train.objectives import ForwardObjective, InverseObjective
+
+KINDS = ("forward", "inverse")
+
+
+@dataclass
+class StepReport:
+    step: int
+    max_steps: int
+    loss: float
+    lr: float
+    clips_per_s: float
+
+
+def step_generator(seed: int, step: int, rank: int, micro: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1009 + rank) * 101 + micro)
+
+
+def precision(cfg: TrainConfig) -> str:
+    """accelerate's mixed_precision for the config on this machine."""
+    p = cfg.train.precision
+    if p == "auto":
+        if not torch.cuda.is_available():
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if p != "fp32" and not torch.cuda.is_available():
+        return "no"  # CPUs train in fp32
+    return {"fp32": "no"}.get(p, p)
+
+
+def trained_modules(kind: str, pipeline) -> dict[str, torch.nn.Module]:
+    if kind == "forward":
+        return {"unet": pipeline.unet, "env_encoder": pipeline.env_encoder}
+    return {"unet": pipeline.unet, "pass_embedding": pipeline.pass_embedding}
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    warm, total, cosine = cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.schedule == "cosine"
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if not cosine:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+    return f
+
+
+def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
+          on_step: Callable[[StepReport], None] | None = None) -> dict:
+    """Train ``pipeline`` (a new or resumed renderer) on the clips of ``data`` into the run folder
+    ``out``; returns {'step', 'checkpoint', 'resumed_from'}."""
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    acc = Accelerator(mixed_precision=precision(cfg), cpu=not torch.cuda.is_available())
+    modules = trained_modules(kind, pipeline)
+    if cfg.model.gradient_checkpointing:
+        pipeline.unet.enable_gradient_checkpointing()
+    ckroot = out / "checkpoints"
+    latest = latest_checkpoint(ckroot)
+    state = None
+    if latest is not None:
+        for name, module in modules.items():
+            module.load_state_dict(load_file(str(latest / "pipeline" / name / "diffusion_pytorch_model.safetensors")))
+        state = load_trainer_state(latest)
+    pipeline.to(acc.device)
+    objective = ForwardObjective(pipeline, cfg.train.condition_dropout) if kind == "forward" \
+        else InverseObjective(pipeline)
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    step, batches = 0, 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["lr_scheduler"])
+        step, batches = int(state["step"]), int(state["batches"])
+    objective, opt = acc.prepare(objective, opt)
+
+    d = cfg.data
+    workers = d.workers
+    dataset = ClipDataset(data, d.frames, d.height, d.width, (d.env_height, d.env_width) if kind == "forward" else None,
+                          seed=cfg.train.seed, holdout_fraction=d.holdout_fraction, shuffle_buffer=d.shuffle_buffer,
+                          rank=acc.process_index, world_size=acc.num_processes,
+                          skip=produced_per_worker(batches, d.batch_size, workers, acc.process_index))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=d.batch_size, num_workers=workers, collate_fn=collate,
+                                         prefetch_factor=4 if workers else None, persistent_workers=False)
+    batch_iter = iter(loader)
+    log = MetricsLog(out / "logs", enabled=acc.is_main_process, resume_step=step if latest else None)
+    accum = cfg.optim.grad_accum
+    window: list[float] = []
+    t_log = time.perf_counter()
+    wait = 0.0
+    clips = 0
+    last_ckpt = None
+    objective.train()
+    try:
+        while step < cfg.train.max_steps:
+            total = 0.0
+            for micro in range(accum):
+                t0 = time.perf_counter()
+                batch = next(batch_iter)
+                wait += time.perf_counter() - t0
+                batches += 1
+                clips += len(batch["key"]) * acc.num_processes
+                sync = acc.no_sync(objective) if micro < accum - 1 else contextlib.nullcontext()
+                with sync:
+                    loss = objective(batch, step_generator(cfg.train.seed, step, acc.process_index, micro)) / accum
+                    acc.backward(loss)
+                total += float(loss.detach())
+            acc.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            loss_mean = float(acc.reduce(torch.tensor(total, device=acc.device), reduction="mean"))
+            window.append(loss_mean)
+            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                dt = time.perf_counter() - t_log
+                rec = {"step": step, "loss": sum(window) / len(window), "lr": sched.get_last_lr()[0],
+                       "clips_per_s": clips / dt if dt > 0 else 0.0, "data_wait": wait / dt if dt > 0 else 0.0,
+                       "step_loss": loss_mean}
+                log.write(rec)
+                if on_step is not None:
+                    on_step(StepReport(step, cfg.train.max_steps, rec["loss"], rec["lr"], rec["clips_per_s"]))
+                window, clips, wait, t_log = [], 0, 0.0, time.perf_counter()
+            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    last_ckpt = save_checkpoint(ckroot, step, pipeline, {
+                        "optimizer": opt.state_dict() if not hasattr(opt, "optimizer") else opt.optimizer.state_dict(),
+                        "lr_scheduler": sched.state_dict(), "step": step, "batches": batches,
+                        "world_size": acc.num_processes}, cfg.train.checkpoint_limit)
+                acc.wait_for_everyone()
+    finally:
+        log.close()
+        del batch_iter
+    return {"step": step, "checkpoint": str(last_ckpt or latest_checkpoint(ckroot) or ""),
+            "resumed_from": str(latest) if latest else None}
+
+
+def read_metrics(out: Path) -> list[dict]:
+    path = out / "logs" / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
