@@ -48,9 +48,10 @@ def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional
 
     cfg = effective_config(TrainConfig, preset, config, sets, print_config)
     out = writable_folder(out)
-    from dr.train.run_folder import data_identity, open_run
+    from dr.train.run_folder import check_frames, data_identity, open_run
 
     ident = data_identity(data)
+    check_frames(ident, cfg.data.frames)
     from dr.cli.progress import console
     from dr.models.base import check_base
 
@@ -62,12 +63,12 @@ def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional
         if old.get("kind") != kind:
             raise UserError(f"{out} is a training run of the {old.get('kind')} renderer; this command trains the "
                             f"{kind} renderer: use another --out")
+    open_run(out, kind, cfg, src, ident, sys.argv[1:])
     console.print(f"loading the base model {src}", highlight=False, soft_wrap=True)
     from dr.models.base import load_base
     from dr.models.build import new_forward_renderer, new_inverse_renderer
     from dr.train.trainer import train
 
-    open_run(out, kind, cfg, src, ident, sys.argv[1:])
     b = load_base(src)
     pipe = new_forward_renderer(b, cfg.model.env_stem_channels, seed=cfg.train.seed) if kind == "forward" \
         else new_inverse_renderer(b, seed=cfg.train.seed)
@@ -138,9 +139,9 @@ def init_tiny(
     target = out / "svd"
     if (target / "model_index.json").exists():
         raise UserError(f"{target} already holds a base model; remove it or choose another --out")
-    from dr.train.run_folder import data_identity
+    from dr.train.run_folder import check_frames, data_identity
 
-    data_identity(data)
+    check_frames(data_identity(data), frames)
     from dr.models.base import save_base, tiny_base
     from dr.shards.reader import iter_samples
     from dr.train.data import is_held_out
@@ -148,9 +149,6 @@ def init_tiny(
 
     samples = [s for src in data for s in iter_samples(src, passes=("rgb", "basecolor", "normal", "depth", "roughness",
                                                                       "metallic", "mask"), with_env=False)]
-    short = [s.key for s in samples if s.frames < frames]
-    if short:
-        raise UserError(f"clip {short[0]} has fewer than --frames {frames} frames")
     held = [s for s in samples if is_held_out(s.key, 0.2)] or samples[-1:]
     held_keys = {s.key for s in held}
     fit = [s for s in samples if s.key not in held_keys] or samples

@@ -26,8 +26,8 @@ def new_forward_renderer(base: Base, env_stem_channels: Sequence[int] = (16, 32,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         env = EnvEncoder(stem_channels=tuple(env_stem_channels), block_out_channels=widths)
-    return ForwardRendererPipeline(unet=unet, vae=copy.deepcopy(base.vae), env_encoder=env,
-                                   scheduler=copy.deepcopy(base.scheduler))
+    return _eval(ForwardRendererPipeline(unet=unet, vae=copy.deepcopy(base.vae), env_encoder=env,
+                                         scheduler=copy.deepcopy(base.scheduler)))
 
 
 def new_inverse_renderer(base: Base, seed: int = 0) -> InverseRendererPipeline:
@@ -39,5 +39,13 @@ def new_inverse_renderer(base: Base, seed: int = 0) -> InverseRendererPipeline:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         emb = PassEmbedding(16, dim)
-    return InverseRendererPipeline(unet=unet, vae=copy.deepcopy(base.vae), pass_embedding=emb,
-                                   scheduler=copy.deepcopy(base.scheduler))
+    return _eval(InverseRendererPipeline(unet=unet, vae=copy.deepcopy(base.vae), pass_embedding=emb,
+                                         scheduler=copy.deepcopy(base.scheduler)))
+
+
+def _eval(pipeline):
+    """A new pipeline in inference mode, as from_pretrained gives it (the trainer switches what it trains)."""
+    for module in pipeline.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    return pipeline

@@ -202,9 +202,10 @@ class InverseRendererPipeline(_RendererPipeline):
         p, (b, t) = context.shape[0], video_latents.shape[:2]
         cond = video_latents.repeat(p, 1, 1, 1, 1)                       # (P*B, t, 4, h, w), pass-major
         ctx = context.repeat_interleave(b, dim=0)                        # (P*B, 1, D)
+        timesteps = self._sigma_loop(steps, device)  # before init_noise_sigma, which depends on it
         x = noise.repeat(p, 1, 1, 1, 1) * self.scheduler.init_noise_sigma
         time_ids = added_time_ids(p * b, device, dtype)
-        for ts in self.progress_bar(self._sigma_loop(steps, device)):
+        for ts in self.progress_bar(timesteps):
             x_in = self.scheduler.scale_model_input(x, ts)
             out = self.unet(torch.cat([x_in, cond], dim=2), ts, ctx, time_ids).sample
             x = self.scheduler.step(out, ts, x).prev_sample

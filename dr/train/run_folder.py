@@ -26,7 +26,7 @@ def data_identity(sources: Sequence[str]) -> list[dict]:
     """[{source, index_sha256, shards, samples}] of each data source; UserError where one holds no shards."""
     import fsspec
 
-    from dr.shards.reader import shard_entries
+    from dr.shards.reader import iter_shard, shard_entries
 
     out = []
     for src in sources:
@@ -40,9 +40,18 @@ def data_identity(sources: Sequence[str]) -> list[dict]:
         index_url = entries[0][0].rsplit("/", 1)[0] + "/index.json"
         with fsspec.open(index_url, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
+        first = next(iter_shard(entries[0][0], passes=(), with_env=False), None)
         out.append({"source": src, "index_sha256": digest, "shards": len(entries),
-                    "samples": sum(n or 0 for _, n in entries)})
+                    "samples": sum(n or 0 for _, n in entries), "frames": first.frames if first else 0})
     return out
+
+
+def check_frames(data: list[dict], frames: int) -> None:
+    """UserError if a source's clips are shorter than the training clips (data.frames)."""
+    for d in data:
+        if d["frames"] < frames:
+            raise UserError(f"--data {d['source']!r} has clips of {d['frames']} frames; training takes {frames} "
+                            f"(data.frames): lower it with --set data.frames={d['frames']}")
 
 
 def identity(kind: str, cfg: TrainConfig, base: str, data: list[dict]) -> dict:
@@ -74,9 +83,9 @@ def open_run(out: Path, kind: str, cfg: TrainConfig, base: str, data: list[dict]
         diffs = [k for k in ident if ident[k] != old.get(k)]
         if diffs:
             what = ", ".join(f"{k} ({old.get(k)!r} in the run, {ident[k]!r} now)" if k in ("kind", "base")
-                             else k for k in diffs)
+                             else {"config_hash": "the config (config_hash)", "data": "the data"}[k] for k in diffs)
             raise UserError(f"{out} is a training run made by another command: {what} differ; "
-                            f"use another --out, or the run's own command")
+                            f"use another --out, or the run's own command (its run.json)")
     else:
         out.mkdir(parents=True, exist_ok=True)
         run = {"identity": ident, "config": cfg.model_dump(mode="json"), "data": data, "sessions": []}

@@ -36,7 +36,7 @@ def fit_vae(vae, views: dict[str, torch.Tensor], steps: int, lr: float = 1e-3, b
     clips = torch.cat(list(views.values()))                      # (N, T, 3, H, W)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * (0.1 + 0.9 * (1 - s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 5) * (0.1 + 0.9 * (1 - s / steps)))
     vae.train()
     losses = []
     t = clips.shape[1]
