@@ -168,3 +168,33 @@ def test_bad_input_is_one_line_and_exit_2(shards_run, tiny_base_dir, tmp_path):
                           (["inverse", *ok, "--set", "optim.lr=0.1"], "config_hash")):
         r = train_cli(*args, "--out", str(run), "--max-steps", "1")
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_kill_9_mid_run_then_the_same_command_continues_with_the_same_losses(shards_run, tiny_base_dir, tmp_path):
+    import os
+    import signal
+    import time
+
+    args = ["inverse", "--data", str(shards_run), "--base", str(tiny_base_dir), "--preset", "tiny",
+            "--max-steps", "8", "--set", "train.checkpoint_every=2"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    r = train_cli(*args, "--out", str(whole))
+    assert r.returncode == 0, r.stderr
+    log = open(tmp_path / "log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dr.cli.train_app", *args, "--out", str(killed)], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    latest = killed / "checkpoints" / "latest"
+    deadline = time.monotonic() + 600
+    while not (latest.is_file() and latest.read_text().strip() >= "step-0000004"):
+        assert proc.poll() is None, (tmp_path / "log").read_text()
+        assert time.monotonic() < deadline, "no second checkpoint in 600 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped_at = int(latest.read_text().strip().split("-")[1])
+    assert stopped_at < 8, "the run was killed before its end"
+    r = train_cli(*args, "--out", str(killed))
+    assert r.returncode == 0, r.stderr
+    assert f"step-{stopped_at:07d}" in r.stderr + r.stdout
+    assert _losses(killed) == _losses(whole)
+    assert not list((killed / "checkpoints").glob(".*.tmp")), "a checkpoint cut by the kill is cleared"

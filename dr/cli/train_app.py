@@ -117,6 +117,82 @@ def inverse(data: DataOpt, base: Annotated[str, _base_opt()], out: OutOpt,
     _train("inverse", data, base, out, max_steps, preset, config, set_, print_config)
 
 
+def _load_checkpoint(ckpt: Path):
+    """(kind, pipeline, training run folder or None) of CKPT; UserError if it is none of ours."""
+    import json
+
+    from dr.train.checkpoint import resolve_pipeline
+
+    try:
+        folder, run_dir = resolve_pipeline(ckpt.expanduser().absolute())
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    cls_name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    kinds = {"ForwardRendererPipeline": "forward", "InverseRendererPipeline": "inverse"}
+    if cls_name not in kinds:
+        raise UserError(f"{folder} holds a {cls_name}, not a forward or inverse renderer of dr-train")
+    from dr.models.pipelines import ForwardRendererPipeline, InverseRendererPipeline
+
+    cls = ForwardRendererPipeline if kinds[cls_name] == "forward" else InverseRendererPipeline
+    pipe = cls.from_pretrained(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    return kinds[cls_name], pipe, folder, run_dir
+
+
+@app.command("eval")
+def eval_(
+    ckpt: Annotated[Path, typer.Argument(metavar="CKPT", help="a training run (its latest checkpoint), a checkpoint "
+                                                              "folder or a pipeline folder", show_default=False)],
+    data: DataOpt,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="sampling steps per clip")] = 20,
+    max_clips: Annotated[Optional[int], typer.Option("--max-clips", min=1, help="evaluate at most this many held-out "
+                                                                                "clips (default: all)",
+                                                     show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="where to write the report (JSON); default: "
+                                                              "RUN/eval.json of the checkpoint's training run",
+                                                show_default=False)] = None,
+    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Evaluate a checkpoint on the held-out clips of --data (chosen by a hash of the clip id, never trained
+    on), beside the training set's mean as a trivial baseline. Forward: rgb PSNR and SSIM (display view).
+    Inverse: basecolor PSNR, normal angle, roughness and metallic RMSE, depth AbsRel after scale and shift.
+    The data settings (size, frames, held-out share) are the training run's; --preset/--config/--set give
+    them for a bare pipeline folder."""
+    import json
+
+    from dr.cli.progress import console
+    from dr.train.config import TrainConfig
+    from dr.train.run_folder import data_identity
+
+    data_identity(data)
+    kind, pipe, folder, run_dir = _load_checkpoint(ckpt)
+    if run_dir is not None and not (preset or config or set_):
+        cfg = TrainConfig.model_validate(json.loads((run_dir / "run.json").read_text())["config"])
+    else:
+        cfg = effective_config(TrainConfig, preset, config, set_, False)
+    target = out or (run_dir / "eval.json" if run_dir else None)
+    if target is None:
+        raise UserError(f"{folder} is not inside a training run: give --out FILE for the report")
+    target = target.expanduser().absolute()
+    from dr.train.evaluate import evaluate
+
+    try:
+        rep = evaluate(kind, pipe, data, cfg.data, steps=steps, seed=cfg.train.seed, max_clips=max_clips)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    rep["checkpoint"] = str(folder)
+    from dr.files import write_text_atomic
+
+    write_text_atomic(target, json.dumps(rep, indent=1, sort_keys=True) + "\n")
+    console.print(f"[bold]{kind} renderer[/] on {rep['clips']} held-out clips ({steps} steps): model | baseline",
+                  highlight=False, soft_wrap=True)
+    for k, v in rep["model"].items():
+        console.print(f"  {k:18s} {v:9.4f} | {rep['baseline'][k]:9.4f}", highlight=False, soft_wrap=True)
+    for s in rep["skipped"]:
+        console.print(f"  skipped {s}", highlight=False, soft_wrap=True)
+    console.print(f"  report {target}", highlight=False, soft_wrap=True)
+
+
 @app.command("init-tiny")
 def init_tiny(
     out: Annotated[Path, typer.Option("--out", help="folder to write; the base goes to OUT/svd", show_default=False)],

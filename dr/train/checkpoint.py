@@ -54,3 +54,26 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_trainer_state(ckpt: Path) -> dict:
     return torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
+
+
+def resolve_pipeline(path: Path) -> tuple[Path, Path | None]:
+    """(pipeline folder, training run folder or None) of a training run, a checkpoint or a pipeline folder;
+    FileNotFoundError if none is there."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir():
+        ck = latest_checkpoint(path / "checkpoints")
+        if ck is None:
+            raise FileNotFoundError(f"{path} holds no complete checkpoint yet")
+        path = ck
+    if (path / "pipeline" / "model_index.json").is_file():
+        path = path / "pipeline"
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"{path} is not a training run, a checkpoint or a pipeline folder (no model_index.json)")
+    run = next((p for p in path.parents if (p / "run.json").is_file() and (p / "checkpoints").is_dir()), None)
+    return path, run
+
+
+def clear_partial(root: Path) -> None:
+    """Remove checkpoints cut short by a crash (their temporary folders)."""
+    for tmp in root.glob(".step-*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -73,8 +73,8 @@ def _rng(*words: int | str) -> np.random.Generator:
 
 def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.random.Generator,
               env_size: tuple[int, int] | None) -> dict[str, torch.Tensor]:
-    """One training view of a clip: {pass: (T, 3, H, W) in [-1, 1]}, 'mask' (T, 1, H, W) and, with
-    ``env_size`` (h, w), 'env' (T, 9, h, w) in [-1, 1]."""
+    """One training view of a clip: {pass: (T, 3, H, W) in [-1, 1]}, 'mask' and 'depth_m' (planar depth in
+    metres) (T, 1, H, W) and, with ``env_size`` (h, w), 'env' (T, 9, h, w) in [-1, 1]."""
     total = sample.passes["rgb"].shape[0]
     if total < frames:
         raise ValueError(f"clip {sample.key} has {total} frames; training takes {frames} (data.frames)")
@@ -90,6 +90,7 @@ def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.rand
         "normal": np.asarray(p["normal"], np.float32),
         "depth": views.depth_view(p["depth"], mask),
         "mask": np.asarray(mask, np.float32),
+        "depth_m": np.asarray(p["depth"], np.float32),  # metres, for evaluation
     }
     h0, w0 = out["rgb"].shape[1:3]
     scale = max(height / h0, width / w0)
@@ -99,7 +100,7 @@ def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.rand
     for name, x in out.items():
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
         if (rh, rw) != (h0, w0):
-            mode = "nearest" if name == "mask" else "bilinear"
+            mode = "nearest" if name in ("mask", "depth_m") else "bilinear"
             t = torch.nn.functional.interpolate(t, size=(rh, rw), mode=mode,
                                                 **({} if mode == "nearest" else {"align_corners": False,
                                                                                  "antialias": scale < 1}))

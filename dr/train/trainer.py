@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from dr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from dr.train.checkpoint import clear_partial, latest_checkpoint, load_trainer_state, save_checkpoint
 from dr.train.config import TrainConfig
 from dr.train.data import ClipDataset, collate, produced_per_worker
 from dr.train.metrics import MetricsLog
@@ -82,6 +82,8 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
     if cfg.model.gradient_checkpointing:
         pipeline.unet.enable_gradient_checkpointing()
     ckroot = out / "checkpoints"
+    if acc.is_main_process:
+        clear_partial(ckroot)
     latest = latest_checkpoint(ckroot)
     state = None
     if latest is not None:
