@@ -199,7 +199,7 @@ def init_tiny(
     data: DataOpt,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of the random weights and of the VAE fit")] = 0,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=0, help="optimiser steps fitting the VAE to the "
-                                                                      "clips' passes (0: leave it random)")] = 600,
+                                                                      "clips' passes (0: leave it random)")] = 1500,
     frames: Annotated[int, typer.Option("--frames", min=1, help="frames per clip the VAE is fitted on")] = 4,
     size: Annotated[int, typer.Option("--size", min=8, help="frame size the VAE is fitted at, pixels")] = 64,
 ) -> None:

@@ -31,17 +31,17 @@ class ForwardObjective(_Objective):
         super().__init__(pipeline)
         self.unet, self.env_encoder, self.dropout = pipeline.unet, pipeline.env_encoder, dropout
 
-    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
         x0 = self.latents(batch["rgb"])
         cond = torch.cat([self.latents(batch[p]) for p in FORWARD_CONDITIONS], dim=2)
         b, t = x0.shape[:2]
-        keep = dropout_mask(b, self.dropout, generator).to(x0.device)
+        keep = dropout_mask(self.dropout, generators).to(x0.device)
         cond = cond * keep.reshape(b, 1, 1, 1, 1)
         env = batch["env"].to(x0.device)
         tokens = self.env_encoder.tokens(env.flatten(0, 1))
         frame_keep = keep.repeat_interleave(t).reshape(b * t, 1, 1)
         tokens = [tok * frame_keep.to(tok.dtype) for tok in tokens]
-        return edm_loss(self.unet, x0, cond, tokens, generator)
+        return edm_loss(self.unet, x0, cond, tokens, generators)
 
 
 class InverseObjective(_Objective):
@@ -52,10 +52,11 @@ class InverseObjective(_Objective):
         super().__init__(pipeline)
         self.unet, self.pass_embedding, self.passes = pipeline.unet, pipeline.pass_embedding, tuple(passes)
 
-    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
         video = self.latents(batch["rgb"])
         b = video.shape[0]
         x0 = torch.cat([self.latents(batch[p]) for p in self.passes])            # pass-major (P*B, ...)
         cond = video.repeat(len(self.passes), 1, 1, 1, 1)
         ids = pass_ids(self.passes).to(video.device).repeat_interleave(b)
-        return edm_loss(self.unet, x0, cond, self.pass_embedding(ids), generator)
+        # rows are pass-major: each clip's generator serves its five rows in pass order
+        return edm_loss(self.unet, x0, cond, self.pass_embedding(ids), list(generators) * len(self.passes))

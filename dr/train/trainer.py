@@ -36,8 +36,32 @@ class StepReport:
     clips_per_s: float
 
 
-def step_generator(seed: int, step: int, rank: int, micro: int) -> torch.Generator:
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1009 + rank) * 101 + micro)
+def clip_generators(seed: int, step: int, micro: int, first: int, count: int) -> list[torch.Generator]:
+    """One generator per clip of a micro-batch, seeded by (seed, step, micro-batch, the clip's place
+    in the global batch): the draws are the same however many processes share the batch."""
+    return [torch.Generator().manual_seed(((seed * 1_000_003 + step) * 101 + micro) * 100_003 + first + i)
+            for i in range(count)]
+
+
+def optimiser_step(acc, objective, opt, sched, params, batches: list[dict], seed: int, step: int,
+                   max_grad_norm: float) -> float:
+    """One optimiser step over ``batches`` (the micro-batches of this process); returns the loss
+    averaged over micro-batches and processes. DDP averages the gradients, so with equal local
+    batches this is the step on the global batch."""
+    total = 0.0
+    for micro, batch in enumerate(batches):
+        b = len(batch["key"])
+        gens = clip_generators(seed, step, micro, acc.process_index * b, b)
+        sync = acc.no_sync(objective) if micro < len(batches) - 1 else contextlib.nullcontext()
+        with sync:
+            loss = objective(batch, gens) / len(batches)
+            acc.backward(loss)
+        total += float(loss.detach())
+    acc.clip_grad_norm_(params, max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return float(acc.reduce(torch.tensor(total, device=acc.device), reduction="mean"))
 
 
 def precision(cfg: TrainConfig) -> str:
@@ -122,24 +146,16 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
     objective.train()
     try:
         while step < cfg.train.max_steps:
-            total = 0.0
-            for micro in range(accum):
+            micro_batches = []
+            for _ in range(accum):
                 t0 = time.perf_counter()
-                batch = next(batch_iter)
+                micro_batches.append(next(batch_iter))
                 wait += time.perf_counter() - t0
                 batches += 1
-                clips += len(batch["key"]) * acc.num_processes
-                sync = acc.no_sync(objective) if micro < accum - 1 else contextlib.nullcontext()
-                with sync:
-                    loss = objective(batch, step_generator(cfg.train.seed, step, acc.process_index, micro)) / accum
-                    acc.backward(loss)
-                total += float(loss.detach())
-            acc.clip_grad_norm_(params, cfg.optim.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+                clips += len(micro_batches[-1]["key"]) * acc.num_processes
+            loss_mean = optimiser_step(acc, objective, opt, sched, params, micro_batches, cfg.train.seed, step,
+                                       cfg.optim.max_grad_norm)
             step += 1
-            loss_mean = float(acc.reduce(torch.tensor(total, device=acc.device), reduction="mean"))
             window.append(loss_mean)
             if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
                 dt = time.perf_counter() - t_log

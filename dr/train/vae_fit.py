@@ -30,25 +30,32 @@ def pass_views(samples: Iterable[Sample], frames: int, size: int, seed: int = 0)
     return {p: torch.stack(x) for p, x in out.items() if x}
 
 
-def fit_vae(vae, views: dict[str, torch.Tensor], steps: int, lr: float = 1e-3, batch: int = 4,
+def fit_vae(vae, views: dict[str, torch.Tensor], steps: int, lr: float = 5e-4, batch: int = 4, crop: int = 32,
             kl_weight: float = 1e-6, seed: int = 0, on_step=None) -> list[float]:
-    """Train ``vae`` in place on clips of every pass; returns the loss per step."""
+    """Train ``vae`` in place on random ``crop``-pixel crops of clips of every pass (the VAE is
+    convolutional: crops are 4x cheaper than 64-px frames and fit as well), then set its
+    ``scaling_factor`` to 1 / std of the fitted latents, as Stable Diffusion's was chosen, so the
+    diffusion's noise levels mean what they do for SVD. Returns the loss per step."""
     clips = torch.cat(list(views.values()))                      # (N, T, 3, H, W)
+    h, w = clips.shape[-2:]
+    crop = min(crop, h, w)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 5) * (0.1 + 0.9 * (1 - s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20))
     vae.train()
     losses = []
     t = clips.shape[1]
     for step in range(steps):
         idx = torch.randint(0, clips.shape[0], (batch,), generator=gen)
-        x = clips[idx].flatten(0, 1)
+        y0 = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+        x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+        x = clips[idx][..., y0:y0 + crop, x0:x0 + crop].flatten(0, 1)
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        y = vae.decode(z, num_frames=t).sample
+        # the posterior's mean, as the pipelines encode (mode()): a random init's std is about 1 and its
+        # noise would swamp the reconstruction for hundreds of steps
+        y = vae.decode(post.mean, num_frames=t).sample
         rec = (y - x).abs().mean() + ((y - x) ** 2).mean()
-        kl = post.kl().mean() / x[0].numel()
-        loss = rec + kl_weight * kl
+        loss = rec + kl_weight * post.kl().mean() / x[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -57,6 +64,9 @@ def fit_vae(vae, views: dict[str, torch.Tensor], steps: int, lr: float = 1e-3, b
         if on_step is not None:
             on_step(step + 1, steps, losses[-1])
     vae.eval()
+    with torch.no_grad():
+        z = torch.cat([vae.encode(c).latent_dist.mode() for c in clips[:64]])
+    vae.register_to_config(scaling_factor=float(1.0 / z.std().clamp_min(1e-6)))
     return losses
 
 
