@@ -8,7 +8,6 @@ caller names, not to ~/.cache/huggingface.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +72,8 @@ def load_base(base: str, cache_dir: str | Path | None = None) -> Base:
         scheduler = EulerDiscreteScheduler.from_pretrained(src, subfolder="scheduler", **kw)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load the base model {base!r}: {first}") from None
+        where = " (no such local folder, so it was taken for a hub id)" if _is_hub_id(src) else ""
+        raise UserError(f"cannot load the base model {base!r}{where}: {first}") from None
     return Base(unet=unet, vae=vae, scheduler=scheduler, source=src)
 
 
@@ -123,7 +123,3 @@ def save_base(base: Base, out: str | Path) -> Path:
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return out
 
-
-def hf_offline_env() -> None:
-    """No hub calls where the user gave local folders (no telemetry, no update checks)."""
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
