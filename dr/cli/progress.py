@@ -49,6 +49,14 @@ def count_progress(title: str, total: int) -> Iterator:
 
 
 @contextmanager
+def step_progress(title: str, total: int) -> Iterator:
+    """Yields update(completed, note) for a loop that reports where it stands (training steps)."""
+    with _progress() as bar:
+        task = bar.add_task(title, total=total, note="")
+        yield lambda completed, note="": bar.update(task, completed=completed, note=note)
+
+
+@contextmanager
 def run_progress(title: str, total: int) -> Iterator[tuple]:
     """Yields (on_start(resources, plan, state), on_progress(Progress), on_note(text)) for a run:
     a bar of clips done, with failures, clips per hour and the time left."""

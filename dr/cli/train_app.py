@@ -52,17 +52,10 @@ def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional
 
     ident = data_identity(data)
     check_frames(ident, cfg.data.frames)
-    from dr.cli.progress import console
+    from dr.cli.progress import console, step_progress
     from dr.models.base import check_base
 
     src = check_base(base)
-    if (out / "run.json").is_file():
-        import json
-
-        old = json.loads((out / "run.json").read_text())["identity"]
-        if old.get("kind") != kind:
-            raise UserError(f"{out} is a training run of the {old.get('kind')} renderer; this command trains the "
-                            f"{kind} renderer: use another --out")
     open_run(out, kind, cfg, src, ident, sys.argv[1:])
     console.print(f"loading the base model {src}", highlight=False, soft_wrap=True)
     from dr.models.base import load_base
@@ -72,18 +65,12 @@ def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional
     b = load_base(src)
     pipe = new_forward_renderer(b, cfg.model.env_stem_channels, seed=cfg.train.seed) if kind == "forward" \
         else new_inverse_renderer(b, seed=cfg.train.seed)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     clips = sum(d["samples"] for d in ident)
     console.print(f"training the {kind} renderer on {clips} clips from {len(ident)} source(s) into {out}",
                   highlight=False, soft_wrap=True)
-    with Progress(TextColumn(f"[bold]{kind}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
-        task = bar.add_task(kind, total=cfg.train.max_steps, note="")
-
+    with step_progress(kind, cfg.train.max_steps) as update:
         def on_step(r) -> None:
-            bar.update(task, completed=r.step, note=f"loss {r.loss:.4f}  lr {r.lr:.2e}  {r.clips_per_s:.2f} clips/s")
+            update(r.step, f"loss {r.loss:.4f}  lr {r.lr:.2e}  {r.clips_per_s:.2f} clips/s")
 
         try:
             res = train(kind, pipe, cfg, data, out, on_step=on_step)
@@ -218,6 +205,7 @@ def init_tiny(
     from dr.train.run_folder import check_frames, data_identity
 
     check_frames(data_identity(data), frames)
+    from dr.files import write_text_atomic
     from dr.models.base import save_base, tiny_base
     from dr.shards.reader import iter_samples
     from dr.train.data import is_held_out
@@ -239,7 +227,7 @@ def init_tiny(
     save_base(base, target)
     report = {"seed": seed, "vae_steps": vae_steps, "fit_clips": len(fit), "held_out_clips": len(held),
               "frames": frames, "size": size, "psnr_db_random": before, "psnr_db": after}
-    (target / "vae_fit.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(target / "vae_fit.json", json.dumps(report, indent=1, sort_keys=True) + "\n")
     console.print(f"[bold green]wrote[/] a tiny SVD base to {target}", highlight=False, soft_wrap=True)
     console.print("  VAE reconstruction PSNR on held-out clips (dB, fitted / random): " +
                   ", ".join(f"{p} {after[p]:.1f} / {before[p]:.1f}" for p in after), highlight=False, soft_wrap=True)

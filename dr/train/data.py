@@ -45,25 +45,22 @@ class Item:
 
 
 def list_clips(sources: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """(shard url, its clip ids) of every shard of every source, in index order."""
-    out = []
-    for src in sources:
-        for url, _ in shard_entries(src):
-            out.append((url, _shard_keys(src, url)))
-    return out
-
-
-def _shard_keys(src: str, url: str) -> list[str]:
+    """(shard url, its clip ids) of every shard of every source, in index order; each index.json
+    is read once."""
     import fsspec
 
-    name = url.rsplit("/", 1)[-1]
-    base = url[: -len(name)].rstrip("/")
-    with fsspec.open(base + "/index.json", "rt") as f:
-        index = json.load(f)
-    for s in index["shards"]:
-        if s["name"] == name:
-            return list(s["keys"])
-    raise ValueError(f"{url} is not in its index.json")
+    out = []
+    indexes: dict[str, dict[str, list[str]]] = {}
+    for src in sources:
+        for url, _ in shard_entries(src):
+            base, name = url.rsplit("/", 1)
+            if base not in indexes:
+                with fsspec.open(base + "/index.json", "rt") as f:
+                    indexes[base] = {s["name"]: list(s["keys"]) for s in json.load(f)["shards"]}
+            if name not in indexes[base]:
+                raise ValueError(f"{url} is not in its index.json")
+            out.append((url, indexes[base][name]))
+    return out
 
 
 def _rng(*words: int | str) -> np.random.Generator:

@@ -80,6 +80,9 @@ def open_run(out: Path, kind: str, cfg: TrainConfig, base: str, data: list[dict]
     if path.is_file():
         run = json.loads(path.read_text())
         old = run["identity"]
+        if old.get("kind") != kind:
+            raise UserError(f"{out} is a training run of the {old.get('kind')} renderer; this command trains the "
+                            f"{kind} renderer: use another --out")
         diffs = [k for k in ident if ident[k] != old.get(k)]
         if diffs:
             what = ", ".join(f"{k} ({old.get(k)!r} in the run, {ident[k]!r} now)" if k in ("kind", "base")
