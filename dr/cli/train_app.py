@@ -5,6 +5,8 @@ torch and diffusers are imported inside the commands, so `dr-train --help` stays
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from dr.cli.options import ConfigOpt, PresetOpt, PrintConfigOpt, SetOpt, effective_config, writable_folder
+from dr.cache import cache_dir
 from dr.cli.runner import run
 from dr.errors import UserError
 
@@ -38,7 +41,7 @@ def _base_opt():
 
 
 def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional[int], preset, config, set_,
-           print_config) -> None:
+           print_config, env_encoder: Optional[Path] = None) -> None:
     sets = list(set_ or [])
     if max_steps is not None:
         if max_steps < 1:
@@ -48,7 +51,7 @@ def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional
 
     cfg = effective_config(TrainConfig, preset, config, sets, print_config)
     out = writable_folder(out)
-    from dr.train.run_folder import check_frames, data_identity, open_run
+    from dr.train.run_folder import check_frames, data_identity, open_run, precheck_run
 
     ident = data_identity(data)
     check_frames(ident, cfg.data.frames)
@@ -56,30 +59,93 @@ def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional
     from dr.models.base import check_base
 
     src = check_base(base)
-    open_run(out, kind, cfg, src, ident, sys.argv[1:])
-    console.print(f"loading the base model {src}", highlight=False, soft_wrap=True)
+    # under `accelerate launch` / torchrun every process runs this command; the first one keeps the run
+    # folder and speaks, the others train silently beside it
+    main_proc = launch_rank() == 0
+    precheck_run(out, kind, cfg, src, ident)
+    extra, frozen = {}, None
+    if env_encoder is not None:
+        frozen, extra["env_encoder"] = _pretrained_env_encoder(env_encoder)
+    say = console.print if main_proc else (lambda *a, **k: None)
+    say(f"loading the base model {src}", highlight=False, soft_wrap=True)
     from dr.models.base import load_base
     from dr.models.build import new_forward_renderer, new_inverse_renderer
+    from dr.train.latent_cache import caches_for
     from dr.train.trainer import train
 
-    b = load_base(src)
-    pipe = new_forward_renderer(b, cfg.model.env_stem_channels, seed=cfg.train.seed) if kind == "forward" \
-        else new_inverse_renderer(b, seed=cfg.train.seed)
+    b = load_base(src, cache_dir=cache_dir())
+    latents: dict[str, str] = {}
+    if cfg.data.latent_cache and kind != "env-encoder":
+        folders, latents = caches_for(data, b.vae, cfg.data.height, cfg.data.width)
+        for d, folder in zip(ident, folders):
+            d["latents"] = folder and Path(folder).name
+            if folder:
+                say(f"  reading the VAE latents of {d['source']} from {folder}", highlight=False, soft_wrap=True)
+    if main_proc:
+        open_run(out, kind, cfg, src, ident, sys.argv[1:], extra)
+    if kind == "env-encoder":
+        from dr.models.env_encoder import EnvAutoencoder
+
+        pipe = EnvAutoencoder.new(b.unet.config.block_out_channels, cfg.model.env_stem_channels, seed=cfg.train.seed)
+    elif kind == "forward":
+        pipe = new_forward_renderer(b, cfg.model.env_stem_channels, seed=cfg.train.seed)
+        if frozen is not None:
+            def shape(cfg) -> list:
+                return [list(v) if isinstance(v, (list, tuple)) else v for v in (
+                    cfg.in_channels, cfg.stem_channels, cfg.block_out_channels, cfg.layers_per_block,
+                    cfg.norm_num_groups)]
+
+            if shape(frozen.config) != shape(pipe.env_encoder.config):
+                raise UserError(f"--env-encoder {str(env_encoder)!r} has other widths than this base and "
+                                f"model.env_stem_channels give: pretrain it with the same --base and config")
+            pipe.register_modules(env_encoder=frozen.requires_grad_(False).eval())
+    else:
+        pipe = new_inverse_renderer(b, seed=cfg.train.seed)
     clips = sum(d["samples"] for d in ident)
-    console.print(f"training the {kind} renderer on {clips} clips from {len(ident)} source(s) into {out}",
-                  highlight=False, soft_wrap=True)
-    with step_progress(kind, cfg.train.max_steps) as update:
+    what = "env encoder" if kind == "env-encoder" else f"{kind} renderer"
+    say(f"training the {what} on {clips} clips from {len(ident)} source(s) into {out}",
+        highlight=False, soft_wrap=True)
+    with step_progress(kind, cfg.train.max_steps) if main_proc else contextlib.nullcontext(None) as update:
         def on_step(r) -> None:
-            update(r.step, f"loss {r.loss:.4f}  lr {r.lr:.2e}  {r.clips_per_s:.2f} clips/s")
+            if update is not None:
+                update(r.step, f"loss {r.loss:.4f}  lr {r.lr:.2e}  {r.clips_per_s:.2f} clips/s")
 
         try:
-            res = train(kind, pipe, cfg, data, out, on_step=on_step)
+            res = train(kind, pipe, cfg, data, out, on_step=on_step, latents=latents)
         except ValueError as e:  # the data cannot give what the config asks (frames, workers)
             raise UserError(str(e)) from None
     if res["resumed_from"]:
-        console.print(f"  resumed from {res['resumed_from']}", highlight=False, soft_wrap=True)
-    console.print(f"[bold green]trained[/] {kind} renderer to step {res['step']}: {res['checkpoint']}/pipeline\n"
-                  f"  metrics {out}/logs/metrics.jsonl (TensorBoard: {out}/logs)", highlight=False, soft_wrap=True)
+        say(f"  resumed from {res['resumed_from']}", highlight=False, soft_wrap=True)
+    say(f"[bold green]trained[/] {what} to step {res['step']}: {res['checkpoint']}/pipeline\n"
+        f"  metrics {out}/logs/metrics.jsonl (TensorBoard: {out}/logs)", highlight=False, soft_wrap=True)
+
+
+def _pretrained_env_encoder(path: Path):
+    """(EnvEncoder, sha256 of its weights) from a `dr-train env-encoder` run, one of its checkpoints, or
+    an env_encoder/ folder; UserError if it is none of them."""
+    import hashlib
+
+    from dr.models.env_encoder import EnvEncoder
+    from dr.train.checkpoint import latest_checkpoint
+
+    p = path.expanduser().absolute()
+    if (p / "checkpoints").is_dir():
+        p = latest_checkpoint(p / "checkpoints") or p
+    for cand in (p / "pipeline" / "env_encoder", p / "env_encoder", p):
+        weights = cand / "diffusion_pytorch_model.safetensors"
+        if (cand / "config.json").is_file() and weights.is_file():
+            digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+            return EnvEncoder.from_pretrained(str(cand)), digest
+    raise UserError(f"--env-encoder {str(path)!r} holds no env encoder: give a `dr-train env-encoder` run, "
+                    f"one of its checkpoints or an env_encoder/ folder")
+
+
+def launch_rank() -> int:
+    """This process's global rank under `accelerate launch` or torchrun (0 when started alone)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 @app.command("forward")
@@ -87,10 +153,27 @@ def forward(data: DataOpt, base: Annotated[str, _base_opt()], out: OutOpt,
             max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="optimiser steps (train.max_steps)",
                                                              show_default=False)] = None,
             preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
-            print_config: PrintConfigOpt = False) -> None:
+            print_config: PrintConfigOpt = False,
+            env_encoder: Annotated[Optional[Path], typer.Option(
+                "--env-encoder", help="start from the env encoder `dr-train env-encoder` pretrained (its run, a "
+                                      "checkpoint or an env_encoder/ folder) and keep it frozen (default: a new "
+                                      "one, trained with the UNet)", show_default=False)] = None) -> None:
     """Train the forward renderer: G-buffers (basecolor, normal, depth, roughness, metallic) and the env
     encodings -> the rgb video. Checkpoints in OUT/checkpoints, metrics in OUT/logs."""
-    _train("forward", data, base, out, max_steps, preset, config, set_, print_config)
+    _train("forward", data, base, out, max_steps, preset, config, set_, print_config, env_encoder)
+
+
+@app.command("env-encoder")
+def env_encoder_cmd(data: DataOpt, base: Annotated[str, _base_opt()], out: OutOpt,
+                    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="optimiser steps "
+                                                                     "(train.max_steps)", show_default=False)] = None,
+                    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+                    print_config: PrintConfigOpt = False) -> None:
+    """Pretrain the forward renderer's env encoder as an autoencoder: its last feature map, decoded by
+    upsampling blocks, against the env encodings (env_ldr, env_log, env_nrm at data.env_height x
+    data.env_width) of --data's frames, L2. `dr-train forward --env-encoder OUT` then starts from it and
+    keeps it frozen. Widths come from --base's UNet and model.env_stem_channels."""
+    _train("env-encoder", data, base, out, max_steps, preset, config, set_, print_config)
 
 
 @app.command("inverse")
@@ -104,8 +187,9 @@ def inverse(data: DataOpt, base: Annotated[str, _base_opt()], out: OutOpt,
     _train("inverse", data, base, out, max_steps, preset, config, set_, print_config)
 
 
-def _load_checkpoint(ckpt: Path):
-    """(kind, pipeline, training run folder or None) of CKPT; UserError if it is none of ours."""
+def _find_checkpoint(ckpt: Path) -> tuple[str, Path, Path | None]:
+    """(kind, pipeline folder, training run folder or None) of CKPT; UserError if it is none of ours.
+    Loads nothing."""
     import json
 
     from dr.train.checkpoint import resolve_pipeline
@@ -118,12 +202,30 @@ def _load_checkpoint(ckpt: Path):
     kinds = {"ForwardRendererPipeline": "forward", "InverseRendererPipeline": "inverse"}
     if cls_name not in kinds:
         raise UserError(f"{folder} holds a {cls_name}, not a forward or inverse renderer of dr-train")
-    from dr.models.pipelines import ForwardRendererPipeline, InverseRendererPipeline
+    return kinds[cls_name], folder, run_dir
 
-    cls = ForwardRendererPipeline if kinds[cls_name] == "forward" else InverseRendererPipeline
-    pipe = cls.from_pretrained(str(folder))
-    pipe.set_progress_bar_config(disable=True)
-    return kinds[cls_name], pipe, folder, run_dir
+
+def _load_pipeline(kind: str, folder: Path):
+    from dr.models.pipelines import load_renderer
+
+    return load_renderer(kind, folder)
+
+
+def _run_config(run_dir: Path | None, preset, config, set_):
+    """The TrainConfig of a checkpoint's training run, or the one --preset/--config/--set give."""
+    import json
+
+    from pydantic import ValidationError
+
+    from dr.train.config import TrainConfig
+
+    if run_dir is None or preset or config or set_:
+        return effective_config(TrainConfig, preset, config, set_, False)
+    try:
+        return TrainConfig.model_validate(json.loads((run_dir / "run.json").read_text())["config"])
+    except (ValidationError, KeyError, json.JSONDecodeError):
+        raise UserError(f"{run_dir}/run.json holds a config this dr version cannot read: give the data settings "
+                        f"with --preset/--config/--set") from None
 
 
 @app.command("eval")
@@ -148,21 +250,18 @@ def eval_(
     import json
 
     from dr.cli.progress import console
-    from dr.train.config import TrainConfig
     from dr.train.run_folder import data_identity
 
     data_identity(data)
-    kind, pipe, folder, run_dir = _load_checkpoint(ckpt)
-    if run_dir is not None and not (preset or config or set_):
-        cfg = TrainConfig.model_validate(json.loads((run_dir / "run.json").read_text())["config"])
-    else:
-        cfg = effective_config(TrainConfig, preset, config, set_, False)
+    kind, folder, run_dir = _find_checkpoint(ckpt)
+    cfg = _run_config(run_dir, preset, config, set_)
     target = out or (run_dir / "eval.json" if run_dir else None)
     if target is None:
         raise UserError(f"{folder} is not inside a training run: give --out FILE for the report")
     target = target.expanduser().absolute()
     from dr.train.evaluate import evaluate
 
+    pipe = _load_pipeline(kind, folder)
     try:
         rep = evaluate(kind, pipe, data, cfg.data, steps=steps, seed=cfg.train.seed, max_clips=max_clips)
     except ValueError as e:
@@ -180,6 +279,121 @@ def eval_(
     console.print(f"  report {target}", highlight=False, soft_wrap=True)
 
 
+@app.command("sample")
+def sample(
+    ckpt: Annotated[Path, typer.Argument(metavar="CKPT", help="a training run (its latest checkpoint), a checkpoint "
+                                                              "folder or a pipeline folder", show_default=False)],
+    clip: Annotated[str, typer.Argument(metavar="CLIP", help="clip id (as in the shards' index.json)",
+                                        show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="folder to write: OUT/<clip>-truth and OUT/<clip>-<kind> "
+                                                    "previews (.png, .anim.png), OUT/<clip>-<kind>.npz (the "
+                                                    "passes; forward: and the env map used), OUT/index.html",
+                                      show_default=False)],
+    data: Annotated[Optional[list[str]], typer.Option(
+        "--data", help="where to find CLIP; repeatable (default: the data of the checkpoint's training run)",
+        show_default=False)] = None,
+    env: Annotated[Optional[Path], typer.Option(
+        "--env", help="forward renderer: render under this HDRI (.exr or .hdr, equirectangular) instead of the "
+                      "clip's own, turned with the clip's cameras", show_default=False)] = None,
+    frames: Annotated[Optional[int], typer.Option(
+        "--frames", min=1, help="frames to run, the middle ones of the clip (default: the training run's "
+                                "data.frames)",
+        show_default=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="sampling steps")] = 20,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="seed of the initial noise")] = 0,
+    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Run a checkpoint on one clip at the training size: the forward renderer renders its G-buffers under
+    its env map (or --env), the inverse renderer decomposes its rgb (clips longer than the model's frames in
+    overlapping windows). Writes previews like `dr-data preview`, the truth beside the model's result, the
+    result's passes in DESIGN's units as an .npz, and prints dr-train eval's metrics for the clip."""
+    import json
+
+    import numpy as np
+
+    from dr.cli.progress import console
+    from dr.train.run_folder import data_identity
+
+    kind, folder, run_dir = _find_checkpoint(ckpt)
+    run = json.loads((run_dir / "run.json").read_text()) if run_dir is not None else None
+    cfg = _run_config(run_dir, preset, config, set_)
+    sources = list(data or ([d["source"] for d in run["data"]] if run else []))
+    if not sources:
+        raise UserError(f"{folder} is not inside a training run: give --data RUN where clip {clip!r} is")
+    data_identity(sources)
+    hdri = None
+    if env is not None:
+        if kind != "forward":
+            raise UserError("--env is for the forward renderer; this checkpoint is an inverse renderer")
+        from dr.assets_manifest.hdr_image import ImageDecodeError, read_hdr
+
+        try:
+            hdri = read_hdr(env)
+        except (ImageDecodeError, OSError) as e:
+            raise UserError(f"--env {str(env)!r}: {e}") from None
+    n = frames or cfg.data.frames
+    out = writable_folder(out)
+    from dr.shards.preview import INDEX_NAME, write_previews
+    from dr.train.sample import find_clip, sample_clip
+
+    try:
+        found = find_clip(sources, clip)
+    except KeyError:
+        raise UserError(f"clip {clip!r} is in none of {', '.join(sources)}") from None
+    pipe = _load_pipeline(kind, folder)
+    console.print(f"running the {kind} renderer on {clip} ({n} frames, {steps} steps)", highlight=False,
+                  soft_wrap=True)
+    try:
+        true, made, metrics = sample_clip(kind, pipe, found, cfg.data, n, steps=steps, seed=seed, env=hdri)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    import io
+
+    from dr.files import write_bytes_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **made.passes, **({"env": made.env} if made.env is not None and kind == "forward" else {}))
+    write_bytes_atomic(out / f"{made.key}.npz", buf.getvalue())
+    write_previews([true, made], out, frames=min(n, 6), title=f"dr-train sample {folder} {clip}")
+    if hdri is None:  # against the path-traced truth (under another env map there is none)
+        console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False, soft_wrap=True)
+    console.print(f"[bold green]sampled[/] {clip}: {out / (made.key + '.npz')}\n  open {out / INDEX_NAME}",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command("cache-latents")
+def cache_latents(data: DataOpt, base: Annotated[str, _base_opt()], preset: PresetOpt = None,
+                  config: ConfigOpt = None, set_: SetOpt = None, print_config: PrintConfigOpt = False) -> None:
+    """Encode every pass of every clip of --data through the base's VAE once, at the training size of the
+    config (data.height x data.width), into RUN/latents/<vae>-<H>x<W>/ beside the shards (safetensors, one
+    file per shard). `dr-train forward|inverse` with the same base and size then read the latents instead of
+    encoding six passes per clip at every step. Running it again continues where it stopped."""
+    from dr.train.config import TrainConfig
+
+    cfg = effective_config(TrainConfig, preset, config, set_, print_config)
+    from dr.train.run_folder import data_identity
+
+    ident = data_identity(data)
+    from dr.models.base import check_base
+
+    src = check_base(base)
+    from dr.cli.progress import console, count_progress
+    from dr.models.base import load_base
+    from dr.train.latent_cache import write_cache
+
+    vae = load_base(src, cache_dir=cache_dir()).vae.eval()
+    clips = sum(d["samples"] for d in ident)
+    with count_progress("encoding latents", clips) as advance:
+        try:
+            folders = write_cache(data, vae, cfg.data.height, cfg.data.width, on_clip=advance)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    for f in folders:
+        console.print(f"[bold green]cached[/] the latents of {clips} clips at {cfg.data.height}x{cfg.data.width} "
+                      f"in {f}", highlight=False, soft_wrap=True)
+
+
 @app.command("init-tiny")
 def init_tiny(
     out: Annotated[Path, typer.Option("--out", help="folder to write; the base goes to OUT/svd", show_default=False)],
@@ -188,7 +402,8 @@ def init_tiny(
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=0, help="optimiser steps fitting the VAE to the "
                                                                       "clips' passes (0: leave it random)")] = 1500,
     frames: Annotated[int, typer.Option("--frames", min=1, help="frames per clip the VAE is fitted on")] = 4,
-    size: Annotated[int, typer.Option("--size", min=8, help="frame size the VAE is fitted at, pixels")] = 64,
+    size: Annotated[int, typer.Option("--size", min=8, help="frame size the VAE is fitted at, pixels (the "
+                                                             "cpu-demo and tiny training size)")] = 32,
 ) -> None:
     """Write a tiny random Stable Video Diffusion (the real classes: UNet blocks (32, 64), VAE (32, 64), SVD's
     scheduler) to OUT/svd: the base for CPUs and tests. Its VAE is fitted as an autoencoder to the passes of

@@ -95,3 +95,35 @@ class EnvDecoder(ModelMixin, ConfigMixin):
         for block in self.blocks:
             x = block(x)
         return self.head(x)
+
+
+class EnvAutoencoder:
+    """An ``EnvEncoder`` and its ``EnvDecoder``, saved side by side (``env_encoder/``, ``env_decoder/``) as
+    the checkpoints of ``dr-train env-encoder``; the forward renderer loads ``env_encoder/``."""
+
+    def __init__(self, env_encoder: EnvEncoder, env_decoder: EnvDecoder):
+        self.env_encoder, self.env_decoder = env_encoder, env_decoder
+
+    @classmethod
+    def new(cls, block_out_channels, stem_channels, seed: int = 0) -> "EnvAutoencoder":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)  # the encoder new_forward_renderer would draw
+            enc = EnvEncoder(stem_channels=tuple(stem_channels), block_out_channels=tuple(block_out_channels))
+            dec = EnvDecoder(stem_channels=tuple(stem_channels), block_out_channels=tuple(block_out_channels))
+        return cls(enc, dec)
+
+    def to(self, device) -> "EnvAutoencoder":
+        self.env_encoder.to(device)
+        self.env_decoder.to(device)
+        return self
+
+    def save_pretrained(self, path) -> None:
+        import json
+        from pathlib import Path
+
+        path = Path(path)
+        self.env_encoder.save_pretrained(path / "env_encoder")
+        self.env_decoder.save_pretrained(path / "env_decoder")
+        (path / "model_index.json").write_text(json.dumps(
+            {"_class_name": "EnvAutoencoder", "env_encoder": ["dr.models.env_encoder", "EnvEncoder"],
+             "env_decoder": ["dr.models.env_encoder", "EnvDecoder"]}, indent=1) + "\n")

@@ -199,7 +199,7 @@ class InverseRendererPipeline(_RendererPipeline):
 
     def _denoise(self, video_latents, noise, context, steps, device, dtype) -> torch.Tensor:
         """All passes of all clips of one window as one batch: (P, B, t, 4, h, w) x0 latents."""
-        p, (b, t) = context.shape[0], video_latents.shape[:2]
+        p, b = context.shape[0], video_latents.shape[0]
         cond = video_latents.repeat(p, 1, 1, 1, 1)                       # (P*B, t, 4, h, w), pass-major
         ctx = context.repeat_interleave(b, dim=0)                        # (P*B, 1, D)
         timesteps = self._sigma_loop(steps, device)  # before init_noise_sigma, which depends on it
@@ -222,3 +222,15 @@ def to_pass_units(name: str, view: torch.Tensor) -> np.ndarray:
         if name in ("roughness", "metallic", "depth"):
             x = x.mean(dim=-1, keepdim=True)
     return x.cpu().numpy().astype(np.float32)
+
+
+def load_renderer(kind: str, folder) -> "_RendererPipeline":
+    """The forward or inverse renderer saved in ``folder``, loaded quietly (no progress bars: a command's
+    output stays its own) in inference mode."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+    cls = {"forward": ForwardRendererPipeline, "inverse": InverseRendererPipeline}[kind]
+    pipe = cls.from_pretrained(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

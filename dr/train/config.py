@@ -18,9 +18,10 @@ class DataSection(Section):
     batch_size: int = Field(1, ge=1, description="clips per step per process (before gradient accumulation)")
     workers: int = Field(4, ge=0, description="DataLoader worker processes per training process (0: in-process)")
     shuffle_buffer: int = Field(64, ge=1, description="clips held in each data worker's shuffle buffer")
+    latent_cache: bool = Field(True, description="read VAE latents from the cache `dr-train cache-latents` made "
+                                                 "beside a run's shards, where there is one for this base and size")
     holdout_fraction: float = Field(0.01, ge=0.0, lt=1.0,
                                     description="share of clips held out for evaluation, chosen by a hash of the clip id")
-    real_ratio: float = Field(0.0, ge=0.0, le=1.0, description="share of batches from --real-data runs")
 
 
 class ModelSection(Section):
@@ -45,9 +46,16 @@ class TrainSection(Section):
         "auto", description="mixed precision: auto = bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPUs")
     condition_dropout: float = Field(0.1, ge=0.0, le=1.0,
                                      description="share of clips trained without conditions (classifier-free guidance)")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0,
+                             description="exponential moving average of the trained weights, decay per optimiser step "
+                                         "(0: off); with it a checkpoint's pipeline/ holds the average")
     checkpoint_every: int = Field(1000, ge=1, description="optimiser steps between checkpoints")
     checkpoint_limit: int = Field(3, ge=1, description="checkpoints kept (the newest)")
     log_every: int = Field(10, ge=1, description="optimiser steps between metrics.jsonl lines")
+    sample_every: int = Field(0, ge=0, description="optimiser steps between previews of held-out clips in "
+                                                   "samples/step-NNNNNNN/ (0: none)")
+    sample_clips: int = Field(2, ge=1, description="held-out clips in each preview")
+    sample_steps: int = Field(20, ge=1, description="sampling steps of the previews")
 
 
 class TrainConfig(CommandConfig):

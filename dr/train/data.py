@@ -6,7 +6,9 @@ a shard each in turn; with fewer shards than workers the clips are dealt instead
 decodes only its own). Each worker mixes its clips in a shuffle buffer and streams forever, epoch
 after epoch. A clip's training view is drawn from (seed, epoch, clip id) alone: T frames from a
 random start, resized so the frame covers the training size and randomly cropped, then DESIGN
-section 2's views; env encodings are computed per frame at load.
+section 2's views (normalised over the whole clip); env encodings are computed per frame at load.
+Where ``dr-train cache-latents`` cached a shard's VAE latents (``latents``), its clips come from
+the cache instead (dr.train.latent_cache): the same frame window, the crop from the latents.
 
 Clips whose id hashes below ``holdout_fraction`` (``is_held_out``) are never trained on: they are
 the evaluation set. The data position is exact: a worker that is told it already produced n clips
@@ -27,6 +29,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from dr.shards import envmap, views
 from dr.shards.reader import Sample, iter_shard, shard_entries
+from dr.train.latent_cache import CachedClip, cover_size, latent_view, read_cached
 
 GBUFFERS = ("basecolor", "normal", "depth", "roughness", "metallic")
 READ_PASSES = ("rgb", *GBUFFERS, "mask")
@@ -68,6 +71,27 @@ def _rng(*words: int | str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(ints))
 
 
+def pass_view(passes: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """DESIGN section 2's training view of one pass, (T, H, W, 3) in [-1, 1] (depth needs the mask)."""
+    if name == "rgb":
+        return views.rgb_display(passes["rgb"]) * 2.0 - 1.0
+    if name in ("basecolor", "roughness", "metallic"):
+        return views.material_view(passes[name])
+    if name == "normal":
+        return np.asarray(passes["normal"], np.float32)
+    if name == "depth":
+        return views.depth_view(passes["depth"], passes["mask"])
+    raise KeyError(name)
+
+
+def env_view(sample: Sample, start: int, frames: int, env_size: tuple[int, int]) -> torch.Tensor:
+    """(T, 9, h, w) in [-1, 1]: env_ldr, env_log and env_nrm of frames start.. of the clip."""
+    eh, ew = env_size
+    enc = [envmap.encode_env(sample.env, sample.cam_to_env[start + i], eh, ew) for i in range(frames)]
+    env = np.stack([np.concatenate([e["env_ldr"], e["env_log"], e["env_nrm"]], axis=-1) for e in enc])
+    return torch.from_numpy(env * 2.0 - 1.0).permute(0, 3, 1, 2).contiguous()
+
+
 def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.random.Generator,
               env_size: tuple[int, int] | None) -> dict[str, torch.Tensor]:
     """One training view of a clip: {pass: (T, 3, H, W) in [-1, 1]}, 'mask' and 'depth_m' (planar depth in
@@ -77,21 +101,13 @@ def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.rand
         raise ValueError(f"clip {sample.key} has {total} frames; training takes {frames} (data.frames)")
     start = int(rng.integers(0, total - frames + 1))
     sl = slice(start, start + frames)
-    p = {k: v[sl] for k, v in sample.passes.items()}
-    mask = p["mask"]
-    out = {
-        "rgb": views.rgb_display(p["rgb"]) * 2.0 - 1.0,
-        "basecolor": views.material_view(p["basecolor"]),
-        "roughness": views.material_view(p["roughness"]),
-        "metallic": views.material_view(p["metallic"]),
-        "normal": np.asarray(p["normal"], np.float32),
-        "depth": views.depth_view(p["depth"], mask),
-        "mask": np.asarray(mask, np.float32),
-        "depth_m": np.asarray(p["depth"], np.float32),  # metres, for evaluation
-    }
+    # the views' normalisations (rgb exposure, depth quantiles) are the whole clip's (DESIGN section 2)
+    out = {name: pass_view(sample.passes, name)[sl] for name in ("rgb", *GBUFFERS)}
+    out["mask"] = np.asarray(sample.passes["mask"][sl], np.float32)
+    out["depth_m"] = np.asarray(sample.passes["depth"][sl], np.float32)  # metres, for evaluation
     h0, w0 = out["rgb"].shape[1:3]
+    rh, rw = cover_size(h0, w0, height, width)
     scale = max(height / h0, width / w0)
-    rh, rw = max(height, round(h0 * scale)), max(width, round(w0 * scale))
     top, left = int(rng.integers(0, rh - height + 1)), int(rng.integers(0, rw - width + 1))
     res = {}
     for name, x in out.items():
@@ -103,10 +119,7 @@ def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.rand
                                                                                  "antialias": scale < 1}))
         res[name] = t[:, :, top:top + height, left:left + width].contiguous()
     if env_size is not None:
-        eh, ew = env_size
-        enc = [envmap.encode_env(sample.env, sample.cam_to_env[start + i], eh, ew) for i in range(frames)]
-        env = np.stack([np.concatenate([e["env_ldr"], e["env_log"], e["env_nrm"]], axis=-1) for e in enc])
-        res["env"] = torch.from_numpy(env * 2.0 - 1.0).permute(0, 3, 1, 2).contiguous()
+        res["env"] = env_view(sample, start, frames, env_size)
     return res
 
 
@@ -142,8 +155,11 @@ class ClipDataset(IterableDataset):
 
     def __init__(self, sources: Sequence[str], frames: int, height: int, width: int,
                  env_size: tuple[int, int] | None, seed: int = 0, holdout_fraction: float = 0.0,
-                 shuffle_buffer: int = 64, rank: int = 0, world_size: int = 1, skip: dict[int, int] | None = None):
+                 shuffle_buffer: int = 64, rank: int = 0, world_size: int = 1, skip: dict[int, int] | None = None,
+                 latents: dict[str, str] | None = None, latent_factor: int = 8, env_only: bool = False):
         super().__init__()
+        self.latents, self.factor = dict(latents or {}), latent_factor
+        self.env_only = env_only  # only the env encodings (env-encoder pretraining): no pass is decoded
         self.shards = [(url, [k for k in keys if not is_held_out(k, holdout_fraction)])
                        for url, keys in list_clips(sources)]
         self.shards = [(u, k) for u, k in self.shards if k]
@@ -196,8 +212,14 @@ class ClipDataset(IterableDataset):
                     raise RuntimeError(f"data stream out of step: {got} read where {item} was scheduled")
                 store[item] = sample
             sample = store.pop(out)
-            view = clip_view(sample, self.frames, self.height, self.width, _rng(self.seed, out.epoch, out.key),
-                             self.env_size)
+            rng = _rng(self.seed, out.epoch, out.key)
+            if self.env_only:
+                start = int(rng.integers(0, sample.frames - self.frames + 1))
+                view = {"env": env_view(sample, start, self.frames, self.env_size)}
+            elif isinstance(sample, CachedClip):
+                view = latent_view(sample, self.frames, self.height, self.width, self.factor, rng, self.env_size)
+            else:
+                view = clip_view(sample, self.frames, self.height, self.width, rng, self.env_size)
             view["key"] = out.key
             view["worker"] = worker
             yield view
@@ -216,9 +238,17 @@ class ClipDataset(IterableDataset):
                 pos += len(run)
             epoch += 1
 
-    def _read(self, items: list[Item]) -> Iterator[Sample]:
+    def _decode(self, url: str, keys: list[str]) -> Iterator[Sample | CachedClip]:
+        """The clips ``keys`` of one shard, in shard order: from its latent cache where there is one."""
+        if self.env_only:
+            return iter_shard(url, passes=(), with_env=True, keys=set(keys))
+        if url in self.latents:
+            return read_cached(url, self.latents[url], keys, self.with_env)
+        return iter_shard(url, passes=READ_PASSES, with_env=self.with_env, keys=set(keys))
+
+    def _read(self, items: list[Item]) -> Iterator[Sample | CachedClip]:
         """The clips of ``items`` (all of one shard, in its order), decoded; ValueError if it lacks one."""
-        got = iter_shard(items[0].url, passes=READ_PASSES, with_env=self.with_env, keys={i.key for i in items})
+        got = self._decode(items[0].url, [i.key for i in items])
         for item in items:
             sample = next(got, None)
             if sample is None or sample.key != item.key:
@@ -233,7 +263,7 @@ class ClipDataset(IterableDataset):
             by_url.setdefault(item.url, []).append(item)
         for url, group in by_url.items():
             keys = sorted({i.key for i in group})
-            found = {s.key: s for s in iter_shard(url, passes=READ_PASSES, with_env=self.with_env, keys=set(keys))}
+            found = {s.key: s for s in self._decode(url, keys)}
             for item in group:
                 if item.key not in found:
                     raise ValueError(f"{url} lacks clip {item.key} that its index lists")

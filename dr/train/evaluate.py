@@ -20,7 +20,7 @@ import torch
 
 from dr.shards.reader import iter_samples
 from dr.train import image_metrics as im
-from dr.train.data import GBUFFERS, READ_PASSES, _rng, clip_view, is_held_out
+from dr.train.data import GBUFFERS, READ_PASSES, clip_view, is_held_out
 
 
 def _views(sources: Sequence[str], fraction: float, held: bool, frames: int, h: int, w: int, env, limit: int | None):
@@ -32,7 +32,7 @@ def _views(sources: Sequence[str], fraction: float, held: bool, frames: int, h: 
             if s.frames < frames:
                 raise ValueError(f"clip {s.key} has {s.frames} frames; the model was trained on {frames}")
             # the middle frames and the centre crop: a generator that always draws the middle
-            v = clip_view(s, frames, h, w, _Centre(), env)
+            v = clip_view(s, frames, h, w, Centre(), env)
             v["key"] = s.key
             out.append(v)
             if limit is not None and len(out) >= limit:
@@ -40,7 +40,7 @@ def _views(sources: Sequence[str], fraction: float, held: bool, frames: int, h: 
     return out
 
 
-class _Centre:
+class Centre:
     """Stands in for a Generator in clip_view: every draw is the middle of its range."""
 
     def integers(self, lo, hi):

@@ -1,5 +1,6 @@
 """What one training step computes for each renderer: batch -> loss, as an nn.Module (so DDP
-wraps exactly the trained parts). The VAE is frozen and kept outside the module's parameters."""
+wraps exactly the trained parts). The VAE is frozen and kept outside the module's parameters; a
+batch from the latent cache brings its latents ('latent_<pass>') and is not encoded again."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ class _Objective(nn.Module):
         pipeline.vae.requires_grad_(False).eval()
 
     @torch.no_grad()
-    def latents(self, frames: torch.Tensor) -> torch.Tensor:
+    def latents(self, batch: dict, name: str) -> torch.Tensor:
+        """The scaled VAE latents of pass ``name``: the batch's cached ones, else encoded now."""
         vae = self.pipeline.vae
-        return encode_frames(vae, frames.to(vae.device, vae.dtype)).float()
+        cached = batch.get(f"latent_{name}")
+        if cached is not None:
+            return cached.to(vae.device).float()
+        return encode_frames(vae, batch[name].to(vae.device, vae.dtype)).float()
 
 
 class ForwardObjective(_Objective):
@@ -32,8 +37,8 @@ class ForwardObjective(_Objective):
         self.unet, self.env_encoder, self.dropout = pipeline.unet, pipeline.env_encoder, dropout
 
     def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
-        x0 = self.latents(batch["rgb"])
-        cond = torch.cat([self.latents(batch[p]) for p in FORWARD_CONDITIONS], dim=2)
+        x0 = self.latents(batch, "rgb")
+        cond = torch.cat([self.latents(batch, p) for p in FORWARD_CONDITIONS], dim=2)
         b, t = x0.shape[:2]
         keep = dropout_mask(self.dropout, generators).to(x0.device)
         cond = cond * keep.reshape(b, 1, 1, 1, 1)
@@ -53,10 +58,24 @@ class InverseObjective(_Objective):
         self.unet, self.pass_embedding, self.passes = pipeline.unet, pipeline.pass_embedding, tuple(passes)
 
     def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
-        video = self.latents(batch["rgb"])
+        video = self.latents(batch, "rgb")
         b = video.shape[0]
-        x0 = torch.cat([self.latents(batch[p]) for p in self.passes])            # pass-major (P*B, ...)
+        x0 = torch.cat([self.latents(batch, p) for p in self.passes])            # pass-major (P*B, ...)
         cond = video.repeat(len(self.passes), 1, 1, 1, 1)
         ids = pass_ids(self.passes).to(video.device).repeat_interleave(b)
         # rows are pass-major: each clip's generator serves its five rows in pass order
         return edm_loss(self.unet, x0, cond, self.pass_embedding(ids), list(generators) * len(self.passes))
+
+
+class EnvObjective(nn.Module):
+    """Env-encoder pretraining (``dr-train env-encoder``): the encoder's last map, decoded, against the env
+    encodings it came from (mean squared error)."""
+
+    def __init__(self, autoencoder):
+        super().__init__()
+        self.env_encoder, self.env_decoder = autoencoder.env_encoder, autoencoder.env_decoder
+
+    def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
+        env = batch["env"].to(next(self.env_encoder.parameters()).device).flatten(0, 1)
+        rec = self.env_decoder(self.env_encoder(env)[-1])
+        return ((rec - env) ** 2).mean()

@@ -2,7 +2,8 @@
 command again resumes it and a different one is refused.
 
 The identity is the kind, the config (less ``train.max_steps``, which a resume may raise), the
-base model and the data (each source with the sha256 of its shard index). Each session appends
+base model and the data (each source with the sha256 of its shard index, and the latent cache it
+is read from, if any: cached and encoded latents differ slightly, so a run does not switch). Each session appends
 its argv, versions and start time.
 """
 
@@ -54,10 +55,14 @@ def check_frames(data: list[dict], frames: int) -> None:
                             f"(data.frames): lower it with --set data.frames={d['frames']}")
 
 
-def identity(kind: str, cfg: TrainConfig, base: str, data: list[dict]) -> dict:
-    c = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 1})})
+def identity(kind: str, cfg: TrainConfig, base: str, data: list[dict], extra: dict | None = None) -> dict:
+    # max_steps may be raised by a resume; whether a latent cache is read is recorded per source below
+    c = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 1}),
+                               "data": cfg.data.model_copy(update={"latent_cache": True})})
     return {"kind": kind, "config_hash": config_hash(c), "base": base,
-            "data": [{"source": d["source"], "index_sha256": d["index_sha256"]} for d in data]}
+            "data": [{"source": d["source"], "index_sha256": d["index_sha256"],
+                      **({"latents": d["latents"]} if d.get("latents") else {})} for d in data],
+            **(extra or {})}
 
 
 def versions() -> dict:
@@ -72,23 +77,52 @@ def versions() -> dict:
     return out
 
 
-def open_run(out: Path, kind: str, cfg: TrainConfig, base: str, data: list[dict], argv: Sequence[str]) -> dict:
-    """Create run.json, or check that the existing one is the same run (UserError naming what
-    differs); append this session. Returns the run record."""
+def _sources(ident: dict) -> list[dict]:
+    return [{k: v for k, v in d.items() if k != "latents"} for d in ident["data"]]
+
+
+def precheck_run(out: Path, kind: str, cfg: TrainConfig, base: str, data: list[dict]) -> None:
+    """open_run's refusals that need no model loaded (another kind, config, base or data), checked before
+    the base is loaded; the latent cache and a pretrained env encoder are checked by open_run."""
     path = out / RUN_JSON
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())["identity"]
     ident = identity(kind, cfg, base, data)
+    old = {**old, "data": _sources(old)}
+    old.pop("env_encoder", None)
+    ident["data"] = _sources(ident)
+    _refuse_difference(out, kind, old, ident)
+
+
+def _refuse_difference(out: Path, kind: str, old: dict, ident: dict) -> None:
+    if old.get("kind") != kind:
+        raise UserError(f"{out} is a training run of the {old.get('kind')} renderer; this command trains the "
+                        f"{kind} renderer: use another --out")
+    diffs = [k for k in {**old, **ident} if ident.get(k) != old.get(k)]
+    if diffs == ["data"] and _sources(ident) == _sources(old):  # only the latent cache differs
+        if any(d.get("latents") for d in ident["data"]) and not any(d.get("latents") for d in old["data"]):
+            raise UserError(f"{out} was trained without a latent cache and one is there now: continue it with "
+                            f"--set data.latent_cache=false, or start a new --out")
+        raise UserError(f"{out} was trained on a latent cache that is gone or was made again: run "
+                        f"`dr-train cache-latents` with the run's base and size")
+    if diffs:
+        what = ", ".join({"config_hash": "the config (config_hash)", "data": "the data"}.get(
+            k, f"{k} ({old.get(k)!r} in the run, {ident.get(k)!r} now)") for k in diffs)
+        raise UserError(f"{out} is a training run made by another command: {what} differ; "
+                        f"use another --out, or the run's own command (its run.json)")
+
+
+def open_run(out: Path, kind: str, cfg: TrainConfig, base: str, data: list[dict], argv: Sequence[str],
+             extra: dict | None = None) -> dict:
+    """Create run.json, or check that the existing one is the same run (UserError naming what
+    differs); append this session. ``extra``: more of the identity (the pretrained env encoder the
+    forward renderer starts from). Returns the run record."""
+    path = out / RUN_JSON
+    ident = identity(kind, cfg, base, data, extra)
     if path.is_file():
         run = json.loads(path.read_text())
-        old = run["identity"]
-        if old.get("kind") != kind:
-            raise UserError(f"{out} is a training run of the {old.get('kind')} renderer; this command trains the "
-                            f"{kind} renderer: use another --out")
-        diffs = [k for k in ident if ident[k] != old.get(k)]
-        if diffs:
-            what = ", ".join(f"{k} ({old.get(k)!r} in the run, {ident[k]!r} now)" if k in ("kind", "base")
-                             else {"config_hash": "the config (config_hash)", "data": "the data"}[k] for k in diffs)
-            raise UserError(f"{out} is a training run made by another command: {what} differ; "
-                            f"use another --out, or the run's own command (its run.json)")
+        _refuse_difference(out, kind, run["identity"], ident)
     else:
         out.mkdir(parents=True, exist_ok=True)
         run = {"identity": ident, "config": cfg.model_dump(mode="json"), "data": data, "sessions": []}

@@ -18,13 +18,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from dr.train.checkpoint import clear_partial, latest_checkpoint, load_trainer_state, save_checkpoint
+from dr.train.checkpoint import (clear_partial, latest_checkpoint, load_trainer_state, module_weights,
+                                 save_checkpoint, step_name)
 from dr.train.config import TrainConfig
 from dr.train.data import ClipDataset, collate, produced_per_worker
+from dr.train.ema import Ema
 from dr.train.metrics import MetricsLog
-from dr.train.objectives import ForwardObjective, InverseObjective
+from dr.train.objectives import EnvObjective, ForwardObjective, InverseObjective
 
-KINDS = ("forward", "inverse")
+KINDS = ("forward", "inverse", "env-encoder")
 
 
 @dataclass
@@ -77,7 +79,11 @@ def precision(cfg: TrainConfig) -> str:
 
 
 def trained_modules(kind: str, pipeline) -> dict[str, torch.nn.Module]:
+    if kind == "env-encoder":
+        return {"env_encoder": pipeline.env_encoder, "env_decoder": pipeline.env_decoder}
     if kind == "forward":
+        if not any(p.requires_grad for p in pipeline.env_encoder.parameters()):  # a pretrained one, frozen
+            return {"unet": pipeline.unet}
         return {"unet": pipeline.unet, "env_encoder": pipeline.env_encoder}
     return {"unet": pipeline.unet, "pass_embedding": pipeline.pass_embedding}
 
@@ -94,32 +100,51 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return f
 
 
+def optimiser(cfg: TrainConfig, modules) -> tuple[list, torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """(trained parameters, AdamW over them, its warm-up and schedule) for the modules a run trains."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    return params, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+
+
 def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
-          on_step: Callable[[StepReport], None] | None = None) -> dict:
+          on_step: Callable[[StepReport], None] | None = None, latents: dict[str, str] | None = None) -> dict:
     """Train ``pipeline`` (a new or resumed renderer) on the clips of ``data`` into the run folder
-    ``out``; returns {'step', 'checkpoint', 'resumed_from'}."""
+    ``out``; ``latents`` {shard url: cached latents file} (dr.train.latent_cache.caches_for) for the
+    shards read from their cache. Returns {'step', 'checkpoint', 'resumed_from'}."""
+    from dr.train.latent_cache import downsampling
+
     from accelerate import Accelerator
-    from safetensors.torch import load_file
 
     acc = Accelerator(mixed_precision=precision(cfg), cpu=not torch.cuda.is_available())
     modules = trained_modules(kind, pipeline)
-    if cfg.model.gradient_checkpointing:
+    if cfg.model.gradient_checkpointing and kind != "env-encoder":
         pipeline.unet.enable_gradient_checkpointing()
     ckroot = out / "checkpoints"
     if acc.is_main_process:
         clear_partial(ckroot)
+    acc.wait_for_everyone()  # every process resumes from what the first one left
     latest = latest_checkpoint(ckroot)
     state = None
     if latest is not None:
-        for name, module in modules.items():
-            module.load_state_dict(load_file(str(latest / "pipeline" / name / "diffusion_pytorch_model.safetensors")))
         state = load_trainer_state(latest)
+        was = int(state.get("world_size", 1))
+        if was != acc.num_processes:
+            raise ValueError(f"{latest} was written by {was} training process(es); this launch has "
+                             f"{acc.num_processes}: resume with {was} (each process's place in the data stream "
+                             f"depends on the count)")
+        for name, module in modules.items():
+            module.load_state_dict(module_weights(latest, name, raw=True))
     pipeline.to(acc.device)
+    ema = None
+    if cfg.train.ema_decay > 0:
+        ema = Ema(modules, cfg.train.ema_decay)
+        if latest is not None:
+            for name in modules:
+                ema.load(name, module_weights(latest, name, raw=False))
     objective = ForwardObjective(pipeline, cfg.train.condition_dropout) if kind == "forward" \
-        else InverseObjective(pipeline)
-    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+        else EnvObjective(pipeline) if kind == "env-encoder" else InverseObjective(pipeline)
+    params, opt, sched = optimiser(cfg, modules.values())
     step, batches = 0, 0
     if state is not None:
         opt.load_state_dict(state["optimizer"])
@@ -129,14 +154,25 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
 
     d = cfg.data
     workers = d.workers
-    dataset = ClipDataset(data, d.frames, d.height, d.width, (d.env_height, d.env_width) if kind == "forward" else None,
+    dataset = ClipDataset(data, d.frames, d.height, d.width,
+                          (d.env_height, d.env_width) if kind in ("forward", "env-encoder") else None,
                           seed=cfg.train.seed, holdout_fraction=d.holdout_fraction, shuffle_buffer=d.shuffle_buffer,
                           rank=acc.process_index, world_size=acc.num_processes,
-                          skip=produced_per_worker(batches, d.batch_size, workers, acc.process_index))
+                          skip=produced_per_worker(batches, d.batch_size, workers, acc.process_index),
+                          latents=latents, latent_factor=downsampling(pipeline.vae) if kind != "env-encoder" else 8,
+                          env_only=kind == "env-encoder")
     loader = torch.utils.data.DataLoader(dataset, batch_size=d.batch_size, num_workers=workers, collate_fn=collate,
                                          prefetch_factor=4 if workers else None, persistent_workers=False)
     batch_iter = iter(loader)
     log = MetricsLog(out / "logs", enabled=acc.is_main_process, resume_step=step if latest else None)
+    previews = None
+    if cfg.train.sample_every and acc.is_main_process and kind != "env-encoder":
+        from dr.train.sample import held_out_clips
+
+        previews = held_out_clips(data, d.holdout_fraction, cfg.train.sample_clips)
+        if not previews:
+            raise ValueError(f"train.sample_every is set but no clip is held out (data.holdout_fraction "
+                             f"{d.holdout_fraction}): raise it, or set train.sample_every=0")
     accum = cfg.optim.grad_accum
     window: list[float] = []
     t_log = time.perf_counter()
@@ -156,6 +192,8 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
             loss_mean = optimiser_step(acc, objective, opt, sched, params, micro_batches, cfg.train.seed, step,
                                        cfg.optim.max_grad_norm)
             step += 1
+            if ema is not None:
+                ema.update(step)
             window.append(loss_mean)
             if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
                 dt = time.perf_counter() - t_log
@@ -166,19 +204,39 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
                 if on_step is not None:
                     on_step(StepReport(step, cfg.train.max_steps, rec["loss"], rec["lr"], rec["clips_per_s"]))
                 window, clips, wait, t_log = [], 0, 0.0, time.perf_counter()
+            if previews and step % cfg.train.sample_every == 0:
+                _preview(kind, pipeline, modules, ema, previews, cfg, out / "samples" / step_name(step))
+                acc.wait_for_everyone()
+            elif cfg.train.sample_every and step % cfg.train.sample_every == 0:
+                acc.wait_for_everyone()
             if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     last_ckpt = save_checkpoint(ckroot, step, pipeline, {
                         "optimizer": opt.state_dict() if not hasattr(opt, "optimizer") else opt.optimizer.state_dict(),
                         "lr_scheduler": sched.state_dict(), "step": step, "batches": batches,
-                        "world_size": acc.num_processes}, cfg.train.checkpoint_limit)
+                        "world_size": acc.num_processes}, cfg.train.checkpoint_limit, ema=ema)
                 acc.wait_for_everyone()
     finally:
         log.close()
         del batch_iter
     return {"step": step, "checkpoint": str(last_ckpt or latest_checkpoint(ckroot) or ""),
             "resumed_from": str(latest) if latest else None}
+
+
+def _preview(kind: str, pipeline, modules: dict, ema, clips: list, cfg: TrainConfig, folder: Path) -> None:
+    """samples/step-N/: the held-out previews, made with the weights a checkpoint would hold (the
+    average, with an EMA); the training state is left as it was."""
+    from dr.train.sample import write_step_samples
+
+    for m in modules.values():
+        m.eval()
+    try:
+        with ema.swapped() if ema is not None else contextlib.nullcontext():
+            write_step_samples(kind, pipeline, clips, cfg.data, folder, cfg.train.sample_steps, cfg.train.seed)
+    finally:
+        for m in modules.values():
+            m.train()
 
 
 def read_metrics(out: Path) -> list[dict]:

@@ -30,10 +30,10 @@ def pass_views(samples: Iterable[Sample], frames: int, size: int, seed: int = 0)
     return {p: torch.stack(x) for p, x in out.items() if x}
 
 
-def fit_vae(vae, views: dict[str, torch.Tensor], steps: int, lr: float = 5e-4, batch: int = 4, crop: int = 32,
+def fit_vae(vae, views: dict[str, torch.Tensor], steps: int, lr: float = 1e-3, batch: int = 16, crop: int = 16,
             kl_weight: float = 1e-6, seed: int = 0, on_step=None) -> list[float]:
     """Train ``vae`` in place on random ``crop``-pixel crops of clips of every pass (the VAE is
-    convolutional: crops are 4x cheaper than 64-px frames and fit as well), then set its
+    convolutional: small crops are cheaper than whole frames and fit as well), then set its
     ``scaling_factor`` to 1 / std of the fitted latents, as Stable Diffusion's was chosen, so the
     diffusion's noise levels mean what they do for SVD. Returns the loss per step."""
     clips = torch.cat(list(views.values()))                      # (N, T, 3, H, W)
@@ -41,7 +41,10 @@ def fit_vae(vae, views: dict[str, torch.Tensor], steps: int, lr: float = 5e-4, b
     crop = min(crop, h, w)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20))
+    # warm-up, then a cosine decay to zero: a constant rate leaves the weights jittering, and the jitter
+    # shows as a colour bias even on flat surfaces
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
     vae.train()
     losses = []
     t = clips.shape[1]
