@@ -249,6 +249,31 @@ def test_dockerignore_keeps_local_state_out_of_the_context():
     assert "**/__pycache__" in patterns
 
 
+# -- the train image --------------------------------------------------------------------------------
+
+TRAIN = DOCKER / "train.Dockerfile"
+
+
+def test_the_train_image_installs_the_train_extra_through_the_constraints_and_runs_dr_train():
+    installs = pip_installs(TRAIN)
+    for args in installs:
+        assert "--no-cache-dir" in args
+        if "--no-deps" not in args:
+            assert ("-c", "constraints.txt") in set(zip(args, args[1:])), f"pip install {' '.join(args)}"
+    extras = set().union(*[e for e in (local_extras(a) for a in installs) if e is not None])
+    assert "train" in extras and "render" not in extras  # training needs no Blender
+    assert extras <= set(pyproject()["project"]["optional-dependencies"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", constraint_pins().get("torch", "")), "constraints.txt does not pin torch"
+    env = env_of(TRAIN)
+    assert {"compute", "utility"} <= set(env["NVIDIA_DRIVER_CAPABILITIES"].split(","))
+    for key in ("HF_HOME", "TORCH_HOME", "TRITON_CACHE_DIR"):  # downloads and kernels go to the cache folder
+        assert env[key].startswith(env["DR_CACHE_DIR"] + "/"), key
+    users = [args for keyword, args in instructions(TRAIN) if keyword == "USER"]
+    assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1])
+    cmd = [args for keyword, args in instructions(TRAIN) if keyword == "CMD"][-1]
+    assert "dr-train" in cmd
+
+
 # -- the KubeRay manifests --------------------------------------------------------------------------
 
 def test_manifests_are_a_raycluster_and_a_rayjob_of_ray_io_v1():

@@ -209,3 +209,213 @@ def test_kill_9_mid_run_then_the_same_command_continues_with_the_same_losses(sha
     assert f"step-{stopped_at:07d}" in r.stderr + r.stdout
     assert _losses(killed) == _losses(whole)
     assert not list((killed / "checkpoints").glob(".*.tmp")), "a checkpoint cut by the kill is cleared"
+
+
+def test_two_gloo_processes_read_disjoint_shards_and_take_the_one_process_step(shards_run, tiny_base_dir, tmp_path):
+    """`torchrun --nproc_per_node 2 -m dr.cli.train_app inverse ...` on CPUs (gloo): each process reads its
+    own shards, and the step they take together is the one a single process takes on their two clips."""
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from dr.config import resolve_config
+    from dr.models.base import load_base
+    from dr.models.build import new_inverse_renderer
+    from dr.train.config import TrainConfig
+    from dr.train.data import ClipDataset, collate, list_clips
+    from dr.train.objectives import InverseObjective
+    from dr.train.trainer import optimiser, optimiser_step
+
+    out = tmp_path / "two"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "dr.cli.train_app", "inverse", "--data", str(shards_run), "--base", str(tiny_base_dir),
+                        "--preset", "tiny", "--max-steps", "1", "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (r.stdout + r.stderr).count("trained inverse renderer") == 1  # one process speaks for the run
+    assert len(json.loads((out / "run.json").read_text())["sessions"]) == 1
+    state = torch.load(out / "checkpoints" / "step-0000001" / "trainer_state.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["batches"] == 1
+
+    # what each process's stream gave first (the tiny preset: one clip per process, no workers)
+    cfg = resolve_config(TrainConfig, "tiny", None, ["train.max_steps=1"])
+    d = cfg.data
+    firsts = [next(iter(ClipDataset([str(shards_run)], d.frames, d.height, d.width, None, seed=cfg.train.seed,
+                                    holdout_fraction=d.holdout_fraction, shuffle_buffer=d.shuffle_buffer,
+                                    rank=rank, world_size=2))) for rank in (0, 1)]
+    shard_of = {k: url for url, keys in list_clips([str(shards_run)]) for k in keys}
+    assert shard_of[firsts[0]["key"]] != shard_of[firsts[1]["key"]]  # disjoint shards per process
+
+    # one process, the same global batch: the same loss and the same update
+    pipe = new_inverse_renderer(load_base(str(tiny_base_dir)), seed=cfg.train.seed)
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    acc = Accelerator(cpu=True)
+    objective = InverseObjective(pipe)
+    params, opt, sched = optimiser(cfg, [pipe.unet, pipe.pass_embedding])
+    objective.train()
+    loss = optimiser_step(acc, objective, opt, sched, params, [collate(firsts)], cfg.train.seed, 0,
+                          cfg.optim.max_grad_norm)
+    assert abs(_losses(out)[1] - loss) < 1e-5 * abs(loss)
+    two = load_file(str(out / "checkpoints" / "step-0000001" / "pipeline" / "unet" /
+                        "diffusion_pytorch_model.safetensors"))
+    one = pipe.unet.state_dict()
+    d_two = torch.cat([(two[k] - before[k]).flatten() for k in before])
+    d_one = torch.cat([(one[k] - before[k]).flatten() for k in before])
+    assert float(d_one.norm()) > 0
+    # Adam's first step is lr * sign(g) for most weights: a rounding-level difference in a gradient near
+    # zero can flip a few, so the updates are compared as vectors
+    assert float((d_two - d_one).norm() / d_one.norm()) < 0.02
+
+
+def test_ema_checkpoints_hold_the_average_of_the_raw_weights_and_resume_exactly(shards_run, tiny_base_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from dr.models.base import load_base
+    from dr.models.build import new_inverse_renderer
+    from dr.train.ema import ema_rate
+
+    common = ["inverse", "--data", str(shards_run), "--base", str(tiny_base_dir), "--preset", "tiny",
+              "--set", "train.ema_decay=0.5", "--set", "train.checkpoint_every=1", "--set", "train.checkpoint_limit=9"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert train_cli(*common, "--out", str(whole), "--max-steps", "3").returncode == 0
+    # the average by hand: from the initial weights, toward each step's raw weights
+    init = new_inverse_renderer(load_base(str(tiny_base_dir)), seed=0).unet.state_dict()
+    avg = {k: v.float().clone() for k, v in init.items()}
+    for s in (1, 2, 3):
+        ck = whole / "checkpoints" / f"step-{s:07d}"
+        raw = load_file(str(ck / "training" / "unet.safetensors"))
+        d = ema_rate(0.5, s)
+        avg = {k: d * avg[k] + (1 - d) * raw[k].float() for k in avg}
+        saved = load_file(str(ck / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+        assert max(float((saved[k] - avg[k]).abs().max()) for k in avg) < 1e-6
+    assert any(not torch.equal(saved[k], raw[k]) for k in raw)  # the pipeline is not the raw weights
+    # stopped after step 2 and continued: the same raw weights and the same average
+    assert train_cli(*common, "--out", str(part), "--max-steps", "2").returncode == 0
+    assert train_cli(*common, "--out", str(part), "--max-steps", "3").returncode == 0
+    for sub in ("training/unet.safetensors", "pipeline/unet/diffusion_pytorch_model.safetensors"):
+        a = load_file(str(whole / "checkpoints" / "step-0000003" / sub))
+        b = load_file(str(part / "checkpoints" / "step-0000003" / sub))
+        assert all(torch.equal(a[k], b[k]) for k in a), sub
+
+
+def test_sample_writes_the_models_result_beside_the_truth(shards_run, tiny_base_dir, tmp_path):
+    from dr.assets_manifest.builtin.library import blender_world_dir
+    from dr.shards.reader import iter_samples
+
+    common = ["--data", str(shards_run), "--base", str(tiny_base_dir), "--preset", "tiny", "--max-steps", "1"]
+    previews = ["--set", "train.sample_every=1", "--set", "train.sample_steps=2", "--set", "data.holdout_fraction=0.5"]
+    for kind in ("inverse", "forward"):
+        r = train_cli(kind, *common, "--out", str(tmp_path / kind), *(previews if kind == "forward" else []))
+        assert r.returncode == 0, r.stderr
+    # the forward run previewed its held-out clips at step 1, with their metrics
+    from dr.train.data import is_held_out
+
+    held = [s.key for s in iter_samples(str(shards_run), passes=(), with_env=False) if is_held_out(s.key, 0.5)]
+    step1 = tmp_path / "forward" / "samples" / "step-0000001"
+    got = json.loads((step1 / "metrics.json").read_text())
+    assert sorted(got) == sorted(held[:2]) and all(0 < m["rgb_psnr"] < 100 for m in got.values())
+    assert (step1 / "index.html").is_file() and (step1 / f"{held[0]}-forward.anim.png").is_file()
+    key = next(iter_samples(str(shards_run), passes=(), with_env=False)).key
+    hdri = sorted(blender_world_dir().glob("*.exr"))[0]
+
+    r = train_cli("sample", str(tmp_path / "inverse"), key, "--out", str(tmp_path / "si"), "--steps", "2")
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "si" / f"{key}-inverse.npz")
+    assert got["normal"].shape == (4, 32, 32, 3) and got["roughness"].shape == (4, 32, 32, 1)
+    assert np.allclose(np.linalg.norm(got["normal"], axis=-1), 1, atol=1e-3)  # the pipeline's unit normals
+    for name in (f"{key}-truth.png", f"{key}-inverse.png", f"{key}-inverse.anim.png", "index.html"):
+        assert (tmp_path / "si" / name).is_file(), name
+
+    own, other = tmp_path / "own", tmp_path / "other"
+    for folder, extra in ((own, []), (other, ["--env", str(hdri)])):
+        r = train_cli("sample", str(tmp_path / "forward"), key, "--out", str(folder), "--steps", "2", *extra)
+        assert r.returncode == 0, r.stderr
+    a, b = np.load(own / f"{key}-forward.npz"), np.load(other / f"{key}-forward.npz")
+    from dr.assets_manifest.hdr_image import read_hdr
+
+    clip = next(iter_samples(str(shards_run)))
+    assert np.array_equal(a["env"], clip.env) and np.array_equal(b["env"], read_hdr(hdri))
+    assert np.array_equal(a["basecolor"], b["basecolor"])  # the same G-buffers go in...
+    # ...and the other env map changes what comes out (a model trained one step barely uses it yet, but
+    # the CPU computes deterministically: any difference is the env's)
+    assert not np.array_equal(a["rgb"], b["rgb"])
+
+    r = train_cli("sample", str(tmp_path / "inverse"), key, "--out", str(tmp_path / "x"), "--env", str(hdri))
+    assert r.returncode == 2 and "--env is for the forward renderer" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cache_latents_holds_what_the_vae_gives_and_training_reads_it(shards_run, tiny_base_dir, tmp_path):
+    from safetensors import safe_open
+
+    from dr.models.base import load_base
+    from dr.models.pipelines import encode_frames
+    from dr.train.data import ClipDataset
+    from dr.train.latent_cache import caches_for, downsampling
+
+    data = tmp_path / "data"
+    shutil.copytree(shards_run / "shards", data / "shards")  # the cache goes beside these shards
+    common = ["--data", str(data), "--base", str(tiny_base_dir), "--preset", "tiny"]
+    before = tmp_path / "before"
+    assert train_cli("inverse", *common, "--out", str(before), "--max-steps", "1").returncode == 0
+
+    r = train_cli("cache-latents", *common)
+    assert r.returncode == 0, r.stderr
+    folder = next((data / "latents").iterdir())
+    info = json.loads((folder / "cache.json").read_text())
+    assert (info["height"], info["width"]) == (32, 32) and sum(map(len, info["shards"].values())) == N
+    with safe_open(str(next(folder.glob("*.safetensors"))), "pt") as f:
+        name = next(iter(f.keys()))
+        assert f.get_tensor(name).shape == (4, 4, 16, 16)  # every frame, 32 px / 2
+
+    # a view from the cache holds the latents the VAE gives for the pixel path's view of the same clip
+    vae = load_base(str(tiny_base_dir)).vae.eval()
+    _, files = caches_for([str(data)], vae, 32, 32)
+    assert len(files) == 3
+
+    def stream(**kw):
+        it = iter(ClipDataset([str(data)], 3, 32, 32, (8, 16), seed=1, shuffle_buffer=2, **kw))
+        return [next(it) for _ in range(4)]
+
+    cached = stream(latents=files, latent_factor=downsampling(vae))
+    pixels = stream()
+    for c, p in zip(cached, pixels):
+        assert c["key"] == p["key"] and torch.equal(c["env"], p["env"])
+        for name in ("rgb", "normal", "depth"):
+            with torch.no_grad():
+                z = encode_frames(vae, p[name][None])[0]
+            assert c[f"latent_{name}"].shape == z.shape
+            assert float((c[f"latent_{name}"] - z).abs().max()) < 1e-2 * float(z.abs().max())  # float16
+
+    # training reads the cache, says so and records it; a run begun without it is not switched silently
+    after = tmp_path / "after"
+    r = train_cli("inverse", *common, "--out", str(after), "--max-steps", "2")
+    assert r.returncode == 0, r.stderr
+    assert "reading the VAE latents" in r.stdout + r.stderr
+    assert json.loads((after / "run.json").read_text())["identity"]["data"][0]["latents"] == folder.name
+    r = train_cli("inverse", *common, "--out", str(before), "--max-steps", "2")
+    assert r.returncode == 2 and "--set data.latent_cache=false" in r.stderr, r.stderr
+
+
+def test_env_encoder_pretraining_learns_and_the_forward_renderer_keeps_it_frozen(shards_run, tiny_base_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    common = ["--data", str(shards_run), "--base", str(tiny_base_dir), "--preset", "tiny"]
+    env = tmp_path / "env"
+    r = train_cli("env-encoder", *common, "--out", str(env), "--max-steps", "30", "--set", "optim.lr=1e-3",
+                  "--set", "train.checkpoint_every=30")
+    assert r.returncode == 0, r.stderr
+    losses = [v for _, v in sorted(_losses(env).items())]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses  # it learns
+
+    fwd = tmp_path / "fwd"
+    r = train_cli("forward", *common, "--out", str(fwd), "--max-steps", "2", "--env-encoder", str(env))
+    assert r.returncode == 0, r.stderr
+    name = "env_encoder/diffusion_pytorch_model.safetensors"
+    pre = load_file(str(env / "checkpoints" / "step-0000030" / "pipeline" / name))
+    got = load_file(str(fwd / "checkpoints" / "step-0000002" / "pipeline" / name))
+    assert sorted(pre) == sorted(got) and all(torch.equal(pre[k], got[k]) for k in pre)  # loaded, then frozen
+    assert len(json.loads((fwd / "run.json").read_text())["identity"]["env_encoder"]) == 64  # its sha256
+
+    r = train_cli("forward", *common, "--out", str(tmp_path / "bad"), "--max-steps", "1", "--env-encoder",
+                  str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "holds no env encoder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
