@@ -23,6 +23,7 @@ from dr.train.checkpoint import (clear_partial, latest_checkpoint, load_trainer_
 from dr.train.config import TrainConfig
 from dr.train.data import ClipDataset, collate, produced_per_worker
 from dr.train.ema import Ema
+from dr.train.latent_cache import downsampling
 from dr.train.metrics import MetricsLog
 from dr.train.objectives import EnvObjective, ForwardObjective, InverseObjective
 
@@ -112,8 +113,6 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
     """Train ``pipeline`` (a new or resumed renderer) on the clips of ``data`` into the run folder
     ``out``; ``latents`` {shard url: cached latents file} (dr.train.latent_cache.caches_for) for the
     shards read from their cache. Returns {'step', 'checkpoint', 'resumed_from'}."""
-    from dr.train.latent_cache import downsampling
-
     from accelerate import Accelerator
 
     acc = Accelerator(mixed_precision=precision(cfg), cpu=not torch.cuda.is_available())
