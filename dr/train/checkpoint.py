@@ -3,7 +3,8 @@
 A checkpoint holds the pipeline in diffusers layout (``pipeline/``, safetensors) and the trainer's
 own state (``trainer_state.pt``: optimiser, LR schedule, step, data position; torch's format, read
 with ``weights_only=True``). With an EMA (``train.ema_decay``) ``pipeline/`` holds the average and
-``training/<module>.safetensors`` the raw weights the run continues from. It is written under a temporary name and renamed last; ``latest``
+``training/<module>.safetensors`` the raw weights the run continues from. It is written under a
+temporary name and renamed last; ``latest``
 names the newest complete one and is itself replaced atomically. The step's random draws are a
 function of (seed, step, rank), so no RNG state needs keeping.
 """

@@ -92,6 +92,19 @@ def env_view(sample: Sample, start: int, frames: int, env_size: tuple[int, int])
     return torch.from_numpy(env * 2.0 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
+def resize_to_cover(t: torch.Tensor, height: int, width: int, nearest: bool = False) -> torch.Tensor:
+    """(T, C, h0, w0) resized (aspect kept) so that it covers height x width: bilinear, antialiased when
+    shrinking, or nearest (masks, metric depth)."""
+    h0, w0 = t.shape[-2:]
+    rh, rw = cover_size(h0, w0, height, width)
+    if (rh, rw) == (h0, w0):
+        return t
+    if nearest:
+        return torch.nn.functional.interpolate(t, size=(rh, rw), mode="nearest")
+    return torch.nn.functional.interpolate(t, size=(rh, rw), mode="bilinear", align_corners=False,
+                                           antialias=max(height / h0, width / w0) < 1)
+
+
 def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.random.Generator,
               env_size: tuple[int, int] | None) -> dict[str, torch.Tensor]:
     """One training view of a clip: {pass: (T, 3, H, W) in [-1, 1]}, 'mask' and 'depth_m' (planar depth in
@@ -105,18 +118,12 @@ def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.rand
     out = {name: pass_view(sample.passes, name)[sl] for name in ("rgb", *GBUFFERS)}
     out["mask"] = np.asarray(sample.passes["mask"][sl], np.float32)
     out["depth_m"] = np.asarray(sample.passes["depth"][sl], np.float32)  # metres, for evaluation
-    h0, w0 = out["rgb"].shape[1:3]
-    rh, rw = cover_size(h0, w0, height, width)
-    scale = max(height / h0, width / w0)
+    rh, rw = cover_size(*out["rgb"].shape[1:3], height, width)
     top, left = int(rng.integers(0, rh - height + 1)), int(rng.integers(0, rw - width + 1))
     res = {}
     for name, x in out.items():
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
-        if (rh, rw) != (h0, w0):
-            mode = "nearest" if name in ("mask", "depth_m") else "bilinear"
-            t = torch.nn.functional.interpolate(t, size=(rh, rw), mode=mode,
-                                                **({} if mode == "nearest" else {"align_corners": False,
-                                                                                 "antialias": scale < 1}))
+        t = resize_to_cover(t, height, width, nearest=name in ("mask", "depth_m"))
         res[name] = t[:, :, top:top + height, left:left + width].contiguous()
     if env_size is not None:
         res["env"] = env_view(sample, start, frames, env_size)

@@ -97,16 +97,11 @@ def caches_for(sources: Sequence[str], vae, height: int, width: int) -> tuple[li
 
 def pass_frames(sample: Sample, name: str, height: int, width: int) -> torch.Tensor:
     """(T, 3, rh, rw) in [-1, 1]: a pass's training view over every frame, resized to cover the size."""
-    from dr.train.data import pass_view
+    from dr.train.data import pass_view, resize_to_cover
 
     x = pass_view(sample.passes, name)
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
-    h0, w0 = t.shape[-2:]
-    rh, rw = cover_size(h0, w0, height, width)
-    if (rh, rw) != (h0, w0):
-        t = torch.nn.functional.interpolate(t, size=(rh, rw), mode="bilinear", align_corners=False,
-                                            antialias=rh < h0)
-    return t
+    return resize_to_cover(t, height, width)
 
 
 @torch.no_grad()
