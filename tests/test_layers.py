@@ -7,7 +7,6 @@ import ast
 import subprocess
 import sys
 
-import pytest
 
 from conftest import REPO
 
@@ -69,14 +68,8 @@ def _crossings():
 
 
 def test_dependencies_point_downwards():
-    # the one known break (issue 9, defect 5) is checked on its own below
-    bad = [c for c in _crossings() if c[0] != "dr/pipeline/generate.py" or not c[1].startswith("dr.cli")]
+    bad = list(_crossings())
     assert not bad, bad
-
-
-@pytest.mark.xfail(strict=True, reason="issue 9 defect 5: dr/pipeline/generate.py imports dr.cli.scenes_cmd")
-def test_pipeline_does_not_import_cli():
-    assert not [c for c in _crossings() if c[1].startswith("dr.cli")]
 
 
 def test_import_dr_and_the_help_of_both_commands_need_no_torch():

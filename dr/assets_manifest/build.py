@@ -93,6 +93,26 @@ def builtin_manifest_path(cache: Path, cfg: AssetsBuildConfig) -> Path:
     return cache / "manifests" / f"builtin-{library_key(cfg.builtin.seed, cfg.builtin.texture_size)}.jsonl"
 
 
+def load_or_build_manifest(manifest: Path | None, cache_dir: Path | None, progress=None):
+    """The manifest at ``manifest``, or the built-in one (built into the cache on first use).
+    ``progress``, if given, is a context-manager factory yielding (on_start, on_done) for that build
+    (the command line's bar; this layer shows nothing itself)."""
+    from contextlib import nullcontext
+
+    from dr.assets_manifest.manifest import load_manifest
+    from dr.cache import cache_dir as resolve_cache
+
+    if manifest is not None:
+        return load_manifest(manifest)
+    cache = resolve_cache(cache_dir)
+    cfg = AssetsBuildConfig()
+    path = builtin_manifest_path(cache, cfg)
+    if not path.is_file():
+        with (progress() if progress is not None else nullcontext((None, None))) as (on_start, on_done):
+            ensure_builtin_manifest(cache, cfg, on_done=on_done, on_start=on_start)
+    return load_manifest(path)
+
+
 def ensure_builtin_manifest(cache: Path, cfg: AssetsBuildConfig | None = None,
                             on_done: Callable[[AssetRecord, bool], None] | None = None,
                             on_start: Callable[[int], None] | None = None) -> Path:

@@ -47,7 +47,7 @@ def generate(
     (a worker or node that died, a timeout) are retried with backoff; a clip that fails for good
     is recorded, its bad asset quarantined and its slot re-sampled, so the run still ends with N
     clips. Progress, then a summary of what was made and where."""
-    from dr.cli.progress import console, run_progress
+    from dr.cli.progress import builtin_manifest_progress, console, run_progress
     from dr.pipeline.config import GenerateConfig
     from dr.pipeline.generate import Request, RunAborted, generate as run_generate
 
@@ -57,7 +57,8 @@ def generate(
         out = str(Path(out).expanduser().absolute())
     req = Request(n=n, out=out, cfg=cfg, seed=seed, manifest=manifest,
                   ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None, workers=workers,
-                  clips_per_shard=clips_per_shard, dry_run=dry_run, cache_dir=cache_dir, argv=sys.argv[1:])
+                  clips_per_shard=clips_per_shard, dry_run=dry_run, cache_dir=cache_dir, argv=sys.argv[1:],
+                  probe_progress=builtin_manifest_progress)
 
     with run_progress("generating" if not dry_run else "dry run", n) as (on_start, on_progress, on_note):
         try:

@@ -40,6 +40,11 @@ def probe_progress(title: str = "probing assets") -> Iterator[tuple]:
         yield on_start, on_done
 
 
+def builtin_manifest_progress():
+    """probe_progress for the one-time build of the built-in manifest."""
+    return probe_progress("building the built-in manifest (once)")
+
+
 @contextmanager
 def count_progress(title: str, total: int) -> Iterator:
     """Yields advance() for a plain counted loop."""

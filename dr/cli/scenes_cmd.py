@@ -14,20 +14,11 @@ app = typer.Typer(help="Sample scene specs (the renderer-agnostic description of
 
 
 def load_or_build_manifest(manifest: Path | None, cache_dir: Path | None):
-    """The given manifest, or the built-in one (built into the cache on first use)."""
-    from dr.assets_manifest.build import AssetsBuildConfig, builtin_manifest_path, ensure_builtin_manifest
-    from dr.assets_manifest.manifest import load_manifest
-    from dr.cache import cache_dir as resolve_cache
-    from dr.cli.progress import probe_progress
+    """The given manifest, or the built-in one (built into the cache on first use, with a bar)."""
+    from dr.assets_manifest.build import load_or_build_manifest as load
+    from dr.cli.progress import builtin_manifest_progress
 
-    if manifest is not None:
-        return load_manifest(manifest)
-    cache = resolve_cache(cache_dir)
-    path = builtin_manifest_path(cache, AssetsBuildConfig())
-    if not path.is_file():
-        with probe_progress("building the built-in manifest (once)") as (on_start, on_done):
-            ensure_builtin_manifest(cache, on_done=on_done, on_start=on_start)
-    return load_manifest(path)
+    return load(manifest, cache_dir, builtin_manifest_progress)
 
 
 @app.command("sample")

@@ -55,6 +55,8 @@ class Request:
     dry_run: bool = False
     cache_dir: Path | None = None
     argv: list[str] = field(default_factory=list)
+    # a context-manager factory yielding (on_start, on_done) for a first build of the built-in manifest
+    probe_progress: Callable | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -117,7 +119,7 @@ def open_store(out: str) -> RunStore:
 
 def _load_manifest(req: Request):
     """The manifest the run draws from: --manifest (a path or URL), else the built-in one."""
-    from dr.cli.scenes_cmd import load_or_build_manifest
+    from dr.assets_manifest.build import load_or_build_manifest
 
     path = req.manifest
     if path and "://" in path and not path.startswith("file://"):
@@ -125,7 +127,8 @@ def _load_manifest(req: Request):
         from dr.cache import cache_dir as resolve_cache
 
         path = str(resolve_uri(path, resolve_cache(req.cache_dir)))
-    return load_or_build_manifest(Path(path.removeprefix("file://")) if path else None, req.cache_dir)
+    return load_or_build_manifest(Path(path.removeprefix("file://")) if path else None, req.cache_dir,
+                                  req.probe_progress)
 
 
 @dataclass
