@@ -126,3 +126,18 @@ def test_out_folders_are_made(tmp_path, builtin_manifest):
     r = run_cli("scenes", "sample", "--n", "2", "--out", str(out), "--preset", "tiny", "--manifest", str(builtin_manifest.path))
     assert r.returncode == 0, r.stderr
     assert len(out.read_text().splitlines()) == 2 and [p.name for p in out.parent.iterdir()] == ["s.jsonl"]
+
+
+def test_the_cluster_extra_installs_what_ray_client_addresses_need():
+    # README: `--ray-address ray://head:10001`; Ray refuses it without its client extra (grpcio), which
+    # an install of `.[cluster]` alone must bring, not another extra by chance
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(r) for r in importlib.metadata.requires("dr")]
+    ray = [r for r in reqs if r.name == "ray" and r.marker and r.marker.evaluate({"extra": "cluster"})]
+    assert ray and "client" in ray[0].extras, ray
+    from ray.client_builder import ClientBuilder
+
+    assert ClientBuilder("ray://127.0.0.1:1").address == "ray://127.0.0.1:1"  # no dependency error
