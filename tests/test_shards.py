@@ -132,3 +132,50 @@ def test_a_shard_cut_between_samples_is_an_error_not_a_shorter_dataset(tmp_path)
     path.write_bytes(data[:second])  # exactly the first sample, no end-of-archive blocks
     with pytest.raises(ValueError, match="holds 1 samples where its index says 2"):
         list(iter_samples(str(tmp_path / "shards")))
+
+
+def _zstd_claiming(size: int) -> bytes:
+    """A 17-byte zstd frame whose header says it decodes to ``size`` bytes (one 16-byte RLE block)."""
+    import struct
+
+    return struct.pack("<I", 0xFD2FB528) + bytes([0xE0]) + struct.pack("<Q", size) + bytes([0x83, 0, 0, 0])
+
+
+def test_a_member_that_claims_gigabytes_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
+    import zstandard
+
+    from dr.shards import codec
+
+    bomb = _zstd_claiming(3 * 2**30)
+    assert zstandard.frame_content_size(bomb) == 3 * 2**30 and len(bomb) == 17
+    m, _ = _members()
+    m["rgb.npy.zst"] = bomb
+    with ShardWriter(tmp_path / "shards", 0) as w:
+        w.add("clip_a", m)
+    with pytest.raises(ValueError, match="claims 3221225472 bytes"):
+        list(iter_samples(str(tmp_path / "shards")))
+    # a frame that does not say its size is cut off at the bound while it decodes
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(npy_bytes(np.zeros(2**20, np.uint8)))
+    assert codec.load_npy_zst(unsized).size == 2**20
+    monkeypatch.setattr(codec, "MAX_MEMBER_BYTES", 2**19)
+    with pytest.raises(ValueError, match="does not decode within 524288 bytes"):
+        codec.load_npy_zst(unsized)
+
+
+def test_shard_names_from_an_index_are_never_joined_into_paths(tmp_path):
+    from dr.shards.validate import validate_source
+
+    outside = tmp_path / "outside.tar"
+    with ShardWriter(tmp_path / "elsewhere", 0) as w:
+        w.add("clip_x", _members()[0])
+    (tmp_path / "elsewhere" / "shard-000000.tar").rename(outside)
+    shards = tmp_path / "run" / "shards"
+    with ShardWriter(shards, 0) as w:
+        w.add("clip_a", _members()[0])
+    index = read_index(shards)
+    index["shards"].append(dict(index["shards"][0], name="../../outside.tar"))
+    (shards / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="'../../outside.tar', which is not a shard name"):
+        list(iter_samples(str(tmp_path / "run")))
+    report = validate_source(str(tmp_path / "run"))
+    assert not report.ok and any("'../../outside.tar', which is not a shard name" in p.problem for p in report.problems)

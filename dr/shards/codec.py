@@ -7,6 +7,9 @@ import io
 import numpy as np
 
 ZSTD_LEVEL = 3
+# the most bytes one compressed member may decode to (24 frames of 2048 x 2048 x 3 float32 is 1.1 GiB): a
+# member of a few bytes can claim any size, and is refused before anything that large is allocated
+MAX_MEMBER_BYTES = 2 * 2**30
 
 
 def npy_bytes(a: np.ndarray) -> bytes:
@@ -25,10 +28,23 @@ def load_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def load_npy_zst(data: bytes) -> np.ndarray:
+def load_npy_zst(data: bytes, limit: int | None = None) -> np.ndarray:
+    """The array of a .npy.zst member; ValueError if it decodes (or says it decodes) to more than
+    ``limit`` bytes (default MAX_MEMBER_BYTES)."""
     import zstandard
 
-    return load_npy(zstandard.ZstdDecompressor().decompress(data))
+    limit = MAX_MEMBER_BYTES if limit is None else limit
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"not a zstd frame: {e}") from None
+    if declared > limit:
+        raise ValueError(f"a zstd member claims {declared} bytes, more than the {limit} a member may hold")
+    try:  # with no size in the frame header, the output buffer grows to at most limit bytes
+        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=0 if declared >= 0 else limit)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"the zstd member does not decode within {limit} bytes: {e}") from None
+    return load_npy(raw)
 
 
 def decode_member(suffix: str, data: bytes):

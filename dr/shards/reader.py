@@ -17,7 +17,7 @@ import numpy as np
 from dr.shards import envmap
 from dr.shards.codec import decode_member
 from dr.shards.schema import PASSES, pass_suffix, split_member
-from dr.shards.writer import INDEX_NAME
+from dr.shards.writer import INDEX_NAME, is_shard_name
 
 
 @dataclass
@@ -68,6 +68,9 @@ def shard_entries(source: str) -> list[tuple[str, int | None]]:
         raise FileNotFoundError(f"{src}: no shard, shards/index.json or index.json there")
     with fsspec.open(index_url, "rt") as f:
         index = json.load(f)
+    bad = [s.get("name") for s in index["shards"] if not is_shard_name(s.get("name"))]
+    if bad:
+        raise ValueError(f"{index_url} lists {bad[0]!r}, which is not a shard name (shard-NNNNNN.tar)")
     return [(_join(base, s["name"]), s.get("samples")) for s in index["shards"]]
 
 

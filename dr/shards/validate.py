@@ -24,7 +24,7 @@ from dr.shards.codec import decode_member
 from dr.shards.envmap import HALF_MAX
 from dr.shards.reader import Sample, _assemble
 from dr.shards.schema import PASSES, SCHEMA_VERSION, split_member
-from dr.shards.writer import INDEX_NAME
+from dr.shards.writer import INDEX_NAME, is_shard_name
 
 SOURCES = ("synthetic", "real")
 PROVENANCES = ("rendered", "estimated", "missing")
@@ -388,6 +388,10 @@ def _plan_folder(fs, path: str, display: str, plan: Plan, has_index: bool) -> No
         plan.problems.append(Problem(display, None, "no index.json: the shards cannot be read as a dataset"))
     listed = {}
     for e in (index or {}).get("shards", []):
+        if not is_shard_name(e["name"]):
+            plan.problems.append(Problem(display, None, f"index.json lists {e['name']!r}, which is not a shard name "
+                                                        "(shard-NNNNNN.tar)"))
+            continue
         if e["name"] in listed:
             plan.problems.append(Problem(_join(display, e["name"]), None, "listed twice in index.json"))
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -20,8 +21,17 @@ from dr.shards.schema import KEY_RE, SCHEMA_VERSION
 INDEX_NAME = "index.json"
 
 
+SHARD_NAME_RE = re.compile(r"shard-[0-9]{6,}\.tar")
+
+
 def shard_name(number: int) -> str:
     return f"shard-{number:06d}.tar"
+
+
+def is_shard_name(name: object) -> bool:
+    """Whether ``name`` (from an index.json, say) is a shard's file name: no folder part, nothing
+    that could lead out of the shards folder when joined to it."""
+    return isinstance(name, str) and SHARD_NAME_RE.fullmatch(name) is not None
 
 
 def read_index(shards_dir: Path) -> dict:
