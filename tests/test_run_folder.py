@@ -4,6 +4,7 @@ writes (local and fsspec), the identity that refuses a different config."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,20 @@ def test_identity_covers_what_decides_the_clips_and_names_the_difference():
     assert identity_diff(base, other) == ["scene.frames: 4 in the run, 5 now"]
     assert identity_diff(base, identity(tiny, 10, 1, 16, "m" * 64, False)) == ["seed: 0 in the run, 1 now"]
     assert identity_diff(base, identity(tiny, 10, 0, 16, "n" * 64, True))[0].startswith("dry_run")
+
+
+def test_rays_temp_folder_is_in_the_run_or_the_cache_never_the_system_temp(tmp_path, monkeypatch):
+    from dr.errors import UserError
+    from dr.pipeline.ray_cluster import ray_temp_dir
+
+    monkeypatch.delenv("DR_RAY_TEMP_DIR", raising=False)
+    # paths only: ray_temp_dir creates nothing
+    short_run, short_cache = Path("/runs/r"), Path("/cache/c")
+    long_run, long_cache = Path("/runs/" + "r" * 60), Path("/cache/" + "c" * 60)
+    assert ray_temp_dir(short_run, long_cache) == short_run / ".ray"
+    got = ray_temp_dir(long_run, short_cache)
+    assert got.parent == short_cache / "ray" and len(str(got)) + 64 <= 107
+    with pytest.raises(UserError, match="set DR_RAY_TEMP_DIR"):
+        ray_temp_dir(long_run, long_cache)  # was: a folder in the system's temp folder
+    monkeypatch.setenv("DR_RAY_TEMP_DIR", str(tmp_path / "mine"))
+    assert ray_temp_dir(long_run, long_cache) == tmp_path / "mine"

@@ -39,20 +39,20 @@ class Resources:
 def ray_temp_dir(run_local: Path | None, cache: Path) -> Path:
     """Ray's temp folder: ``DR_RAY_TEMP_DIR`` if set; else ``RUN/.ray`` for a local run whose
     path leaves room for Ray's socket names (Unix sockets allow 107 bytes); else a short folder
-    in the cache; else, when both paths are too long, one in the system's temp folder (where
-    Ray itself would put it)."""
-    import tempfile
-
+    in the cache. When both paths are too long it is an error (one line naming DR_RAY_TEMP_DIR),
+    never the system's temp folder: nothing is written outside the run and the cache (DESIGN
+    section 6)."""
     if os.environ.get("DR_RAY_TEMP_DIR"):
         return Path(os.environ["DR_RAY_TEMP_DIR"]).absolute()
     if run_local is not None and len(str(run_local / ".ray")) + _SOCKET_TAIL <= _UNIX_PATH_MAX:
         return run_local / ".ray"
     tag = hashlib.sha256(str(run_local or cache).encode()).hexdigest()[:8]
-    for folder in (cache / "ray" / tag, Path(tempfile.gettempdir()) / f"dr-ray-{tag}"):
-        if len(str(folder)) + _SOCKET_TAIL <= _UNIX_PATH_MAX:
-            return folder
-    raise UserError("no folder for Ray's temp files with a path short enough for its sockets; "
-                    "set DR_RAY_TEMP_DIR to a short path such as /tmp/dr-ray")
+    folder = cache / "ray" / tag
+    if len(str(folder)) + _SOCKET_TAIL <= _UNIX_PATH_MAX:
+        return folder
+    raise UserError(f"the run folder and the cache folder ({cache}) are too long a path for Ray's sockets "
+                    f"({_UNIX_PATH_MAX} bytes with Ray's own names); set DR_RAY_TEMP_DIR to a short folder of "
+                    "yours, such as /tmp/dr-ray, or give a shorter --cache-dir")
 
 
 def start(address: str | None, temp_dir: Path, num_cpus: int | None = None) -> bool:
