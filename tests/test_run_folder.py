@@ -109,3 +109,33 @@ def test_rays_temp_folder_is_in_the_run_or_the_cache_never_the_system_temp(tmp_p
         ray_temp_dir(long_run, long_cache)  # was: a folder in the system's temp folder
     monkeypatch.setenv("DR_RAY_TEMP_DIR", str(tmp_path / "mine"))
     assert ray_temp_dir(long_run, long_cache) == tmp_path / "mine"
+
+
+def test_a_run_is_not_resumed_under_another_dr_or_blender_version_or_device_kind(tmp_path, monkeypatch, builtin_manifest):
+    import dr
+    from dr.config import resolve_config
+    from dr.errors import UserError
+    from dr.pipeline import generate as g
+    from dr.pipeline.config import device_change, device_kind
+
+    req = g.Request(n=2, out=str(tmp_path / "run"), cfg=resolve_config(GenerateConfig, "tiny"), dry_run=True,
+                    manifest=str(builtin_manifest.path))
+    setup = g.inspect(req)
+    assert setup.identity["versions"]["dr"] == dr.__version__
+    setup.device_kind = device_kind(gpu=True, dry_run=False)
+    g.commit(setup, req)
+    g.inspect(req)  # the same installation resumes
+    monkeypatch.setattr(dr, "__version__", dr.__version__ + ".post1")
+    with pytest.raises(UserError, match=r"versions\.dr: '.*' in the run, '.*\.post1' now"):
+        g.inspect(req)
+    monkeypatch.undo()
+    import importlib.metadata as md
+
+    real = md.version
+    monkeypatch.setattr(md, "version", lambda dist: "9.9.9" if dist == "bpy" else real(dist))
+    with pytest.raises(UserError, match=r"versions\.blender: .* in the run, '9\.9\.9' now"):
+        g.inspect(req)
+    existing = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert existing["device_kind"] == "gpu"
+    assert device_change(existing, device_kind(gpu=False, dry_run=False)) == "device_kind: 'gpu' in the run, 'cpu' now"
+    assert device_change(existing, "gpu") is None

@@ -32,13 +32,28 @@ class GenerateConfig(CommandConfig):
 IDENTITY_SECTIONS = ("scene", "render")
 
 
-def identity(cfg: GenerateConfig, n: int, seed: int, clips_per_shard: int, manifest_sha256: str, dry_run: bool) -> dict:
-    """What makes a run this run: equal identities give the same clips, clip for clip."""
+def clip_versions() -> dict:
+    """The versions that decide a clip's bytes: dr's and Blender's (the bpy wheel; None where absent)."""
+    import importlib.metadata
+
+    import dr
+
+    try:
+        blender = importlib.metadata.version("bpy")
+    except importlib.metadata.PackageNotFoundError:
+        blender = None
+    return {"dr": dr.__version__, "blender": blender}
+
+
+def identity(cfg: GenerateConfig, n: int, seed: int, clips_per_shard: int, manifest_sha256: str, dry_run: bool,
+             versions: dict | None = None) -> dict:
+    """What makes a run this run: equal identities give the same clips, clip for clip. ``versions``
+    defaults to this installation's clip_versions()."""
     from dr.shards.schema import SCHEMA_VERSION
 
     return {
         "n": n, "seed": seed, "clips_per_shard": clips_per_shard, "manifest_sha256": manifest_sha256,
-        "dry_run": dry_run, "schema_version": SCHEMA_VERSION,
+        "dry_run": dry_run, "schema_version": SCHEMA_VERSION, "versions": versions or clip_versions(),
         **{name: getattr(cfg, name).model_dump(mode="json") for name in IDENTITY_SECTIONS},
         "config_hash": {name: config_hash(getattr(cfg, name)) for name in IDENTITY_SECTIONS},
     }
@@ -59,3 +74,16 @@ def identity_diff(old: dict, new: dict, limit: int = 3) -> list[str]:
 
     walk(old, new, "")
     return out[:limit]
+
+
+def device_kind(gpu: bool, dry_run: bool) -> str:
+    """The kind of device a session renders on, as run.json records it: Cycles on GPUs and on CPUs
+    do not give the same bytes, so a run is continued on the kind it began on."""
+    return "none" if dry_run else ("gpu" if gpu else "cpu")
+
+
+def device_change(existing: dict | None, kind: str) -> str | None:
+    """The difference, worded as identity_diff does, between a run's recorded device kind and this
+    session's; None when they agree (or the run records none)."""
+    old = (existing or {}).get("device_kind")
+    return None if old is None or old == kind else f"device_kind: {old!r} in the run, {kind!r} now"

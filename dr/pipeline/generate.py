@@ -25,7 +25,7 @@ from dr.errors import UserError
 from dr.files import nearest_existing
 from dr.pipeline import markers as mk
 from dr.pipeline.clip_task import MANIFEST_NAME
-from dr.pipeline.config import GenerateConfig, identity, identity_diff
+from dr.pipeline.config import GenerateConfig, device_change, device_kind, identity, identity_diff
 from dr.pipeline.plan import Plan, index_of, read_plan_header, write_plan
 from dr.pipeline.run_store import RunStore, StorageError, is_storage_error
 from dr.shards.writer import INDEX_NAME, finish_index, shard_name
@@ -140,6 +140,7 @@ class Setup:
     manifest: object
     identity: dict
     plan: Plan
+    device_kind: str | None = None  # known once Ray has said what the tasks get
 
 
 def inspect(req: Request) -> Setup:
@@ -189,7 +190,7 @@ def commit(setup: Setup, req: Request) -> dict:
         "config": req.cfg.model_dump(mode="json"), "config_hash": config_hash(req.cfg),
         "identity": setup.identity, "identity_hash": plan.identity_hash,
         "manifest": {"given": req.manifest or "built-in", "sha256": setup.manifest.digest(), "copy": MANIFEST_NAME},
-        "versions": versions(), "sessions": [],
+        "versions": versions(), "device_kind": setup.device_kind, "sessions": [],
     }
     run_json["sessions"] = (run_json.get("sessions") or [])[-49:] + [session]
     store.makedirs()
@@ -624,6 +625,12 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
     try:
         resources = ray_cluster.plan_resources(req.cfg.render.device, local, req.workers, req.dry_run,
                                                req.cfg.run.gpu_wait_s)
+        kind = device_kind(resources.gpu, req.dry_run)
+        change = device_change(setup.existing, kind)
+        if change:
+            raise UserError(f"{store.url} holds a run made with different settings ({change}); resume it where it "
+                            f"can render on its device kind (--device), or choose another --out")
+        setup.device_kind = kind
         try:
             run_json = commit(setup, req)
             committed = True
