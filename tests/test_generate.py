@@ -526,3 +526,19 @@ def test_a_gpu_device_where_ray_has_none_is_one_line_and_leaves_no_folder(ray_tm
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs a GPU and Ray sees none" in lines[0]
     assert not out.exists(), "Ray's temp folder went with the run folder nobody asked for"
+
+
+def test_an_unreachable_cluster_is_one_line_and_exit_2_within_the_timeout(tmp_path):
+    import time
+
+    from dr.pipeline.ray_cluster import _host_port
+
+    assert _host_port("127.0.0.1:1") == ("127.0.0.1", 1) and _host_port("ray://head") == ("head", 10001)
+    assert _host_port("ray://[::1]:10001") == ("::1", 10001) and _host_port("auto") is None
+    t0 = time.monotonic()
+    r = run_cli("generate", "--n", "2", "--preset", "tiny", "--dry-run", "--out", str(tmp_path / "run"),
+                "--ray-address", "127.0.0.1:1", "--set", "run.connect_timeout_s=3")
+    took = time.monotonic() - t0
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "cannot reach the Ray cluster at '127.0.0.1:1'" in r.stderr and "tried for 3 s" in r.stderr
+    assert took < 60 and not (tmp_path / "run").exists()  # was: minutes of Ray's warnings

@@ -619,7 +619,8 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
     committed = False
     try:
         local = ray_cluster.start(req.ray_address, ray_cluster.ray_temp_dir(local_run, cache) if not req.ray_address
-                                  else cache, num_cpus=None if req.ray_address else available_cpus())
+                                  else cache, num_cpus=None if req.ray_address else available_cpus(),
+                                  connect_timeout_s=req.cfg.run.connect_timeout_s)
     except OSError as e:
         raise UserError(f"cannot start Ray in {local_run}: {e.strerror or e}") from None
     try:

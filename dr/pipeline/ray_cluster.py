@@ -55,7 +55,46 @@ def ray_temp_dir(run_local: Path | None, cache: Path) -> Path:
                     "yours, such as /tmp/dr-ray, or give a shorter --cache-dir")
 
 
-def start(address: str | None, temp_dir: Path, num_cpus: int | None = None) -> bool:
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address (host:port, ray://host[:port]); None for 'auto' and the like."""
+    rest = address.removeprefix("ray://")
+    default = 10001 if address.startswith("ray://") else None
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        host, port = rest, ""
+    host = host.strip("[]")
+    if not host or host == "auto":
+        return None
+    if port.isdigit():
+        return host, int(port)
+    return (host, default) if default and not port else None
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """UserError (one line) unless a TCP connection to ``address`` opens within ``timeout_s``
+    seconds; ray.init itself retries an unreachable address for minutes, printing as it goes."""
+    import socket
+
+    hp = _host_port(address)
+    if hp is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    why = "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            socket.create_connection(hp, timeout=max(0.1, min(left, 5.0))).close()
+            return
+        except OSError as e:
+            why = e.strerror or str(e) or type(e).__name__
+        if time.monotonic() + 1.0 >= deadline:
+            break
+        time.sleep(1.0)
+    raise UserError(f"cannot reach the Ray cluster at {address!r}: {why} (tried for {timeout_s:g} s, "
+                    f"run.connect_timeout_s); check the address, or leave --ray-address out to run on this machine")
+
+
+def start(address: str | None, temp_dir: Path, num_cpus: int | None = None, connect_timeout_s: float = 30.0) -> bool:
     """Start a local Ray (address None) or join ``address``. Returns True when local."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -70,6 +109,7 @@ def start(address: str | None, temp_dir: Path, num_cpus: int | None = None) -> b
     common = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True,
                   namespace="dr")
     if address:
+        check_reachable(address, connect_timeout_s)
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as e:
