@@ -61,11 +61,11 @@ def step_time(kind: str, pipe, cfg, batches: list[dict], steps: int) -> float:
     """Median seconds of an optimiser step over the prefetched ``batches`` (cycled)."""
     from accelerate import Accelerator
 
-    from dr.train.objectives import ForwardObjective, InverseObjective
+    from dr.train.objectives import make_objective
     from dr.train.trainer import optimiser, optimiser_step, trained_modules
 
     acc = Accelerator(cpu=True)
-    objective = ForwardObjective(pipe, cfg.train.condition_dropout) if kind == "forward" else InverseObjective(pipe)
+    objective = make_objective(kind, pipe, cfg)
     params, opt, sched = optimiser(cfg, trained_modules(kind, pipe).values())
     objective.train()
     times = []

@@ -116,6 +116,29 @@ def test_edm_matches_the_svd_scheduler(base):
     assert abs(float(sig.mean()) - 0.7) < 0.02 and abs(float(sig.std()) - 1.6) < 0.02
 
 
+def test_edm_loss_is_the_weighted_x0_error_at_the_configured_noise_levels():
+    from types import SimpleNamespace
+
+    from dr.train.loss import edm_loss
+
+    x0, cond = _rand(2, 2, 4, 4, 4), _rand(2, 2, 4, 4, 4, seed=1)
+
+    def unet(inp, c_noise, ctx, ids):  # a fixed stand-in network: F = 0.5 (c_in x_noisy) + c_noise
+        return SimpleNamespace(sample=0.5 * inp[:, :, :4] + c_noise.reshape(-1, 1, 1, 1, 1))
+
+    for mean, std in ((0.7, 1.6), (2.5, 0.5)):
+        got = edm_loss(unet, x0, cond, None, [torch.Generator().manual_seed(i) for i in (0, 1)], mean, std)
+        hand = []
+        for i in (0, 1):  # each row's generator draws its ln sigma, then its noise
+            g = torch.Generator().manual_seed(i)
+            sigma = float(torch.exp(mean + std * torch.randn(1, generator=g)))
+            noisy = x0[i] + sigma * torch.randn(x0[i].shape, generator=g)
+            f = 0.5 * noisy / (sigma**2 + 1) ** 0.5 + 0.25 * torch.log(torch.tensor(sigma))
+            x0_hat = noisy / (sigma**2 + 1) - sigma / (sigma**2 + 1) ** 0.5 * f
+            hand.append((1 + sigma**2) / sigma**2 * ((x0_hat - x0[i]) ** 2).mean())
+        assert torch.allclose(got, torch.stack(hand).mean(), rtol=1e-5)
+
+
 def _gbuffers(b, t, size, seed=0):
     return {p: _rand(b, t, 3, size, size, seed=seed + i) for i, p in enumerate(FORWARD_CONDITIONS)}
 

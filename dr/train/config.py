@@ -46,6 +46,9 @@ class TrainSection(Section):
         "auto", description="mixed precision: auto = bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPUs")
     condition_dropout: float = Field(0.1, ge=0.0, le=1.0,
                                      description="share of clips trained without conditions (classifier-free guidance)")
+    noise_mean: float = Field(0.7, description="mean of ln sigma, the training noise level (SVD's EDM recipe: 0.7); "
+                                               "higher trains more at the high levels where sampling starts")
+    noise_std: float = Field(1.6, gt=0, description="standard deviation of ln sigma (SVD's EDM recipe: 1.6)")
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0,
                              description="exponential moving average of the trained weights, decay per optimiser step "
                                          "(0: off); with it a checkpoint's pipeline/ holds the average")

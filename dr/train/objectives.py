@@ -7,16 +7,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dr.models import edm
 from dr.models.pass_embedding import INVERSE_PASSES, pass_ids
 from dr.models.pipelines import FORWARD_CONDITIONS, encode_frames
 from dr.train.loss import dropout_mask, edm_loss
 
 
 class _Objective(nn.Module):
-    def __init__(self, pipeline):
+    def __init__(self, pipeline, noise: tuple[float, float]):
         super().__init__()
         self.__dict__["pipeline"] = pipeline  # not a submodule: its VAE is frozen and not trained
         pipeline.vae.requires_grad_(False).eval()
+        self.noise = noise  # (mean, std) of ln sigma
 
     @torch.no_grad()
     def latents(self, batch: dict, name: str) -> torch.Tensor:
@@ -32,8 +34,8 @@ class ForwardObjective(_Objective):
     """G-buffer latents and env tokens -> the rgb latents; conditions dropped per clip with
     probability ``dropout`` (zero latents and zero env tokens, the pipeline's unconditional branch)."""
 
-    def __init__(self, pipeline, dropout: float):
-        super().__init__(pipeline)
+    def __init__(self, pipeline, dropout: float, noise: tuple[float, float] = (edm.P_MEAN, edm.P_STD)):
+        super().__init__(pipeline, noise)
         self.unet, self.env_encoder, self.dropout = pipeline.unet, pipeline.env_encoder, dropout
 
     def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
@@ -46,15 +48,15 @@ class ForwardObjective(_Objective):
         tokens = self.env_encoder.tokens(env.flatten(0, 1))
         frame_keep = keep.repeat_interleave(t).reshape(b * t, 1, 1)
         tokens = [tok * frame_keep.to(tok.dtype) for tok in tokens]
-        return edm_loss(self.unet, x0, cond, tokens, generators)
+        return edm_loss(self.unet, x0, cond, tokens, generators, *self.noise)
 
 
 class InverseObjective(_Objective):
     """The rgb latents and a pass embedding -> that pass's latents; every pass of every clip in
     one batch (as the pipeline runs them)."""
 
-    def __init__(self, pipeline, passes=INVERSE_PASSES):
-        super().__init__(pipeline)
+    def __init__(self, pipeline, passes=INVERSE_PASSES, noise: tuple[float, float] = (edm.P_MEAN, edm.P_STD)):
+        super().__init__(pipeline, noise)
         self.unet, self.pass_embedding, self.passes = pipeline.unet, pipeline.pass_embedding, tuple(passes)
 
     def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
@@ -64,7 +66,7 @@ class InverseObjective(_Objective):
         cond = video.repeat(len(self.passes), 1, 1, 1, 1)
         ids = pass_ids(self.passes).to(video.device).repeat_interleave(b)
         # rows are pass-major: each clip's generator serves its five rows in pass order
-        return edm_loss(self.unet, x0, cond, self.pass_embedding(ids), list(generators) * len(self.passes))
+        return edm_loss(self.unet, x0, cond, self.pass_embedding(ids), list(generators) * len(self.passes), *self.noise)
 
 
 class EnvObjective(nn.Module):
@@ -79,3 +81,15 @@ class EnvObjective(nn.Module):
         env = batch["env"].to(next(self.env_encoder.parameters()).device).flatten(0, 1)
         rec = self.env_decoder(self.env_encoder(env)[-1])
         return ((rec - env) ** 2).mean()
+
+
+def make_objective(kind: str, pipeline, cfg) -> nn.Module:
+    """The objective of ``dr-train <kind>`` under a TrainConfig ``cfg``."""
+    noise = (cfg.train.noise_mean, cfg.train.noise_std)
+    if kind == "forward":
+        return ForwardObjective(pipeline, cfg.train.condition_dropout, noise)
+    if kind == "inverse":
+        return InverseObjective(pipeline, noise=noise)
+    if kind == "env-encoder":
+        return EnvObjective(pipeline)
+    raise ValueError(f"no objective for {kind!r}")

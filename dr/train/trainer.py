@@ -25,7 +25,7 @@ from dr.train.data import ClipDataset, collate, produced_per_worker
 from dr.train.ema import Ema
 from dr.train.latent_cache import downsampling
 from dr.train.metrics import MetricsLog
-from dr.train.objectives import EnvObjective, ForwardObjective, InverseObjective
+from dr.train.objectives import make_objective
 
 KINDS = ("forward", "inverse", "env-encoder")
 
@@ -141,8 +141,7 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
         if latest is not None:
             for name in modules:
                 ema.load(name, module_weights(latest, name, raw=False))
-    objective = ForwardObjective(pipeline, cfg.train.condition_dropout) if kind == "forward" \
-        else EnvObjective(pipeline) if kind == "env-encoder" else InverseObjective(pipeline)
+    objective = make_objective(kind, pipeline, cfg)
     params, opt, sched = optimiser(cfg, modules.values())
     step, batches = 0, 0
     if state is not None:
