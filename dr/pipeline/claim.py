@@ -45,14 +45,19 @@ def _alive(holder: dict, heartbeat_age_s: float | None, stale_s: float) -> bool:
         return False
     start = process_start(pid)
     if start is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return holder.get("start") is None  # no /proc: the pid alone
+        return pid_alive(pid) and holder.get("start") is None  # no /proc: the pid alone
     return holder.get("start") in (None, start)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (perhaps another one that reused the pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def claim(folder: Path, heartbeat_age_s=lambda: None, stale_s: float = 90.0) -> Path:
