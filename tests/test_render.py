@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import render_scenes as RS
-from dr.render.errors import ClipTimeout, WorkerCrashed
+from dr.render.errors import AssetError, ClipTimeout, WorkerCrashed
 from dr.render.settings import RenderSettings
 from dr.render.worker import RenderWorker, WorkerLimits
 from dr.shards.envmap import sample_env
@@ -337,3 +337,19 @@ def test_a_mesh_without_material_gets_a_recorded_fallback(tmp_path, builtin_mani
     assert _median_abs(s.passes["basecolor"][0][px], (0.8, 0.8, 0.8)) < 1e-3
     assert _median_abs(s.passes["roughness"][0][px], 0.5) < 1e-3
     assert _median_abs(s.passes["metallic"][0][px], 0.0) < 1e-3
+
+
+def test_an_asset_whose_import_disagrees_with_its_probe_fails_as_the_assets_fault(tmp_path, builtin_manifest,
+                                                                                   sky_path, cache_dir):
+    """The spec places the test ball from its probed bounds (radius 0.5 m); a file whose mesh is twice
+    that size imports 2 m tall at rest. Was: recorded in the result and rendered anyway."""
+    import trimesh
+
+    big = tmp_path / "big.glb"
+    big.write_bytes(trimesh.Scene(trimesh.creation.icosphere(subdivisions=2, radius=1.0)).export(file_type="glb"))
+    spec = RS.test_spec(builtin_manifest, sky_path, big, frames=1, clip_id="big")
+    with RenderWorker(cache_dir, tmp_path / "tmp", threads=2) as w:
+        with pytest.raises(AssetError, match="disagrees with the manifest's probe") as e:
+            w.render(_job(spec, tmp_path, RenderSettings(samples=1, denoiser="none", max_bounces=0)))
+    assert e.value.asset_id == "test:object/banded_ball" and "height 2.0" in str(e.value)
+    assert not any((tmp_path / "staging").glob("*big*"))

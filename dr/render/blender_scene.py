@@ -354,7 +354,14 @@ def build_scene(spec: SceneSpec, files: AssetFiles, hdri_path: Path, with_aovs: 
             new_meshes = [o for o in new if o.type == "MESH"]
             meshes += new_meshes
             bpy.context.view_layer.update()
-            checks.append(import_check(obj, _own_bounds(new_meshes)))
+            check = import_check(obj, _own_bounds(new_meshes))
+            if not check["agrees"]:
+                # the spec was placed from the manifest probe's bounds: a clip from a disagreeing import would
+                # float, sink or have the wrong size, so it fails as the asset's fault (quarantined, re-sampled)
+                raise AssetError(f"asset {obj.asset.id}: Blender's import disagrees with the manifest's probe (at rest "
+                                 f"lowest z {check['rest_min_z_m']} m, height {check['rest_height_m']} m; the spec "
+                                 f"expects 0 and {obj.height_m:g} m)", asset_id=obj.asset.id)
+            checks.append(check)
         else:
             tops = [_primitive(obj)]
             meshes += tops
