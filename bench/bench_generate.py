@@ -6,13 +6,13 @@
    150,000 clips: seconds, peak memory, plan size.
 2. resume: a synthetic run folder of N clips (run.json, manifest, plan, one done marker per clip with
    the record clip_task writes, N/500 failed attempts, index.json of every shard). `markers.scan`
-   (what a resume reads first) and `compute_stats` (reads every done marker) timed and measured at
-   15,000 and 150,000; then the whole resume (`generate`, Ray replaced by an in-process stand-in:
+   (what a resume reads first) and `compute_stats` (sums the index entries' per-shard stats) timed and measured at
+   15,000 and 150,000; then the whole resume (`generate` on the in-process executor, tasks stood in for:
    one shard of 16 clips left to redo) and the finished run's "nothing to do".
 3. executor: the real CLI, `dr-data generate --dry-run --preset tiny` on a local Ray for --n-cli
    clips: wall, clips/s, the driver's peak RSS; its resume with nothing to do; its resume after half
    of its shards were lost (their markers, files and index entries). Then the driver loop alone
-   (Ray replaced by an in-process stand-in, clips and merges stubbed) at 15,000 and 150,000: the
+   (the in-process executor, clips and merges stood in for) at 15,000 and 150,000: the
    orchestration's own seconds and memory per clip.
 4. a table of the figures against the requirement's limits (under a minute each, flat memory).
 
@@ -160,23 +160,27 @@ def child_mkrun(n: int, d: Path) -> dict:
     rng = random.Random(0)
     markers = store.local_path(mk.MARKERS)
     failed = 0
+    tallies = [g.new_tally() for _ in range(plan.shards)]  # what the driver puts in each index entry
     for i in range(n):
         key = plan.key(i)
+        tally = tallies[plan.shard_of(i)]
         if i % FAILED_EVERY == FAILED_EVERY // 2:
             asset = bad[(i // FAILED_EVERY) % len(bad)]
             _write_raw(f"{markers}/{key}.a0.failed.json",
                        {"key": key, "index": i, "attempt": 0, "try": 0, "host": "render-00", "time": 1.79e9 + i,
                         "kind": "asset", "reason": f"asset {asset}: cannot read image (truncated file)",
                         "asset_id": asset, "log": f"logs/{key}.a0.t0.log"})
-            _write_raw(f"{markers}/{key}.done.json", _done_record(key, i, 1, [asset], rng))
+            rec = _done_record(key, i, 1, [asset], rng)
             failed += 1
         else:
-            _write_raw(f"{markers}/{key}.done.json", _done_record(key, i, 0, [], rng))
+            rec = _done_record(key, i, 0, [], rng)
+        _write_raw(f"{markers}/{key}.done.json", rec)
+        g.tally_record(tally, rec)
     index = {"schema_version": 1, "shards": []}
     for s in range(plan.shards):
         keys = [plan.key(i) for i in plan.shard_indices(s)]
         index["shards"].append({"name": shard_name(s), "samples": len(keys), "bytes": len(keys) * 65 * 2**20,
-                                "sha256": f"{rng.getrandbits(256):064x}", "keys": keys})
+                                "sha256": f"{rng.getrandbits(256):064x}", "keys": keys, "stats": tallies[s]})
     g.write_index(store, index)
     store.write_text(g.STATS_JSON, "{}\n")
     g._heartbeat(store, ended=True)
@@ -232,35 +236,16 @@ def child_stats(n: int, d: Path) -> dict:
             "trace_mean_s": stats["stages_s"]["trace"]["mean"]}
 
 
-def _stand_in_ray(write_markers: bool):
-    """Replace Ray with an in-process stand-in (a task runs when its result is asked for), the
-    render task with one that makes nothing, and the shard merge with one that writes nothing.
-    Returns the real ray module, to be put back before the process exits (its atexit hook)."""
-    import types
-
-    import ray.exceptions
-
-    from dr.pipeline import clip_task, ray_cluster, shard_merge
+def _stand_in_executor(write_markers: bool):
+    """The in-process executor with stand-ins for the tasks: a render task that makes nothing
+    (it writes the done marker when ``write_markers``) and a shard merge that writes nothing."""
     from dr.pipeline import markers as mk
-    from dr.pipeline.ray_cluster import Resources
+    from dr.pipeline.executor import InProcessExecutor
     from dr.pipeline.run_store import RunStore
     from dr.scenes.sampler import clip_id
+    from dr.shards.writer import shard_name
 
-    class Ref:
-        def __init__(self, fn, args):
-            self.fn, self.args = fn, args
-
-    class Remote:
-        def __init__(self, fn):
-            self.fn = fn
-
-        def options(self, **_):
-            return self
-
-        def remote(self, *args):
-            return Ref(self.fn, args)
-
-    def run_clip(ctx, index, attempt, try_, excluded, *_):
+    def run_clip(ctx, index, attempt, try_, excluded):
         key = clip_id(ctx["seed"], index)
         done = {"key": key, "index": index, "attempt": attempt, "try": try_, "host": "bench", "time": time.time(),
                 "sha256": "0" * 64, "bytes": 10240, "timings": {"setup": 0.0}, "device": "none (bench)",
@@ -270,25 +255,14 @@ def _stand_in_ray(write_markers: bool):
         return {"index": index, "key": key, "attempt": attempt, "excluded": list(excluded), "failures": [],
                 "done": done, "system": None, "storage": None}
 
-    def merge_shard(run_url, number, keys, sha256, cache_dir):
-        from dr.shards.writer import shard_name
+    def run_clips(ctx, slots):
+        return [run_clip(ctx, *slot) for slot in slots]
 
+    def merge_shard(run_url, number, keys, sha256, cache_dir):
         return {"name": shard_name(number), "samples": len(keys), "bytes": 10240 * len(keys), "sha256": "0" * 64,
                 "keys": list(keys)}
 
-    fake = types.ModuleType("ray")
-    fake.exceptions = ray.exceptions
-    fake.remote = Remote
-    fake.wait = lambda refs, num_returns=1, timeout=None: (refs[:num_returns], refs[num_returns:])
-    fake.get = lambda ref: ref.fn(*ref.args)
-    fake.cancel = lambda *a, **k: None
-    real = sys.modules["ray"]
-    sys.modules["ray"] = fake
-    clip_task.run_clip, shard_merge.merge_shard = run_clip, merge_shard
-    ray_cluster.start = lambda *a, **k: True
-    ray_cluster.stop = lambda: None
-    ray_cluster.plan_resources = lambda *a, **k: Resources(2, 1, False, 2.0, 0.0, True)
-    return real
+    return InProcessExecutor(stand_ins={"clip": run_clips, "merge": merge_shard})
 
 
 def _timed(module, names: list[str], into: dict) -> None:
@@ -309,13 +283,12 @@ def _timed(module, names: list[str], into: dict) -> None:
 
 
 def child_resume(n: int, d: Path, lose_last_shard: bool) -> dict:
-    """`generate` on the finished synthetic run d (Ray stood in for); with ``lose_last_shard`` the
+    """`generate` on the finished synthetic run d (the in-process executor, tasks stood in for); with ``lose_last_shard`` the
     last shard, its index entry and its clips' done markers are removed first (not timed)."""
     from dr.pipeline import generate as g
     from dr.pipeline import markers as mk
     from dr.pipeline.run_store import RunStore
 
-    real_ray = _stand_in_ray(write_markers=True)
     store = RunStore(d)
     if lose_last_shard:
         index = g.read_index(store)
@@ -328,24 +301,21 @@ def child_resume(n: int, d: Path, lose_last_shard: bool) -> dict:
     _timed(mk, ["scan"], parts)
     req = _request(n, d)
     with Meter() as m:
-        rep = g.generate(req)
-    sys.modules["ray"] = real_ray
+        rep = g.generate(req, executor=_stand_in_executor(write_markers=True))
     return {"s": m.seconds, "rss": m.peak, "done": rep.done, "session_done": rep.session_done, "shards": rep.shards,
             "resources": rep.resources, "parts": parts}
 
 
 def child_drive(n: int, d: Path) -> dict:
-    """A fresh dry run of n clips through `generate`, Ray stood in for and the tasks stubbed: the
+    """A fresh dry run of n clips through `generate` on the in-process executor, the tasks stood in for: the
     driver's own cost (scheduling, bookkeeping, index writes)."""
     from dr.pipeline import generate as g
 
-    real_ray = _stand_in_ray(write_markers=False)
     parts: dict[str, list] = {}
     _timed(g, ["write_index", "compute_stats"], parts)
     req = _request(n, d / f"drive-{n}", preset="tiny", dry_run=True)
     with Meter() as m:
-        rep = g.generate(req)
-    sys.modules["ray"] = real_ray
+        rep = g.generate(req, executor=_stand_in_executor(write_markers=False))
     return {"s": m.seconds, "rss": m.peak, "loop_s": rep.session_s, "done": rep.done, "shards": rep.shards,
             "parts": parts}
 
@@ -380,11 +350,12 @@ def child(kind: str, n: int, d: Path, timeout: float = 600.0) -> dict:
 # ---------------------------------------------------------------------------------------------
 # the real CLI
 
-def run_cli(n: int, out: Path, env: dict) -> dict:
-    """`dr-data generate --n n --dry-run --preset tiny --out out` in a fresh process: its wall
-    time, what it said, and the driver's peak RSS."""
+def run_cli(n: int, out: Path, env: dict, *extra: str) -> dict:
+    """`dr-data generate --n n --dry-run --preset tiny --out out [extra]` in a fresh process: its
+    wall time, what it said, and the driver's peak RSS."""
     status = out.parent / f"{out.name}.status"
-    cmd = [sys.executable, "-c", _CLI, "generate", "--n", str(n), "--dry-run", "--preset", "tiny", "--out", str(out)]
+    cmd = [sys.executable, "-c", _CLI, "generate", "--n", str(n), "--dry-run", "--preset", "tiny", "--out", str(out),
+           *extra]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**env, "DR_BENCH_STATUS": str(status)},
                        timeout=900)
@@ -560,7 +531,7 @@ def bench(args) -> None:
                 m = st["stats"]
                 print(f"      compute_stats    {m['s']:6.2f} s  peak {mib(m['peak']):>10s} "
                       f"({m['peak'] / n:4.0f} B/clip), "
-                      f"RSS +{mib(m['rss'])}; read {st['done']:,} records, {st['clip_bytes'] / 2**40:.2f} TiB of clips")
+                      f"RSS +{mib(m['rss'])}; {st['done']:,} clips, {st['clip_bytes'] / 2**40:.2f} TiB of clips")
             if show("resume", rs):
                 parts = ", ".join(f"{k} {v[1]:.2f} s" + (f" x{v[0]}" if v[0] > 1 else "")
                                   for k, v in rs["parts"].items())
@@ -594,12 +565,12 @@ def bench(args) -> None:
             info_row("scan: kept per clip (set of keys)", f"{m['retained'] / N_BIG:.0f} B",
                      f"15k: {m15['retained'] / N_SMALL:.0f} B")
             flat_row("scan: peak per clip 150k/15k, < 1.5", m["peak"], m15["peak"], per_clip=True)
-        limit_row("compute_stats 150k (reads every done marker)", m["s"] if (m := pick(b, "stats", "stats")) else None)
+        limit_row("compute_stats 150k (the index's per-shard stats)", m["s"] if (m := pick(b, "stats", "stats")) else None)
         if (m := pick(b, "stats", "stats")) and (m15 := pick(s, "stats", "stats")):
             print(f"   compute_stats 150k/15k: time {ratio(m['s'], m15['s'])}, peak {ratio(m['peak'], m15['peak'])} "
                   f"(flat ~1, linear ~10)")
             flat_row("compute_stats peak 150k/15k, < 2", m["peak"], m15["peak"])
-        limit_row("resume 150k, 1 shard to redo (generate, Ray stood in)", m["s"] if (m := pick(b, "resume")) else None)
+        limit_row("resume 150k, 1 shard to redo (generate, in-process executor)", m["s"] if (m := pick(b, "resume")) else None)
         limit_row("resume 150k, nothing to do", m["s"] if (m := pick(b, "noop")) else None)
         if (m := pick(b, "resume")) and (m15 := pick(s, "resume")):
             print(f"   resume 150k/15k: time {ratio(m['s'], m15['s'])}, RSS growth {mem_ratio(m['rss'], m15['rss'])} "
@@ -637,6 +608,16 @@ def bench(args) -> None:
             print(f"   EXTRAPOLATION (not measured): 150,000 clips at {rate:.0f} clips/s = {linear_150k / 60:.1f} min, "
                   f"if the rate stayed what it is at {n_cli} (see the driver loop below for whether it does)")
             info_row(f"dry run {n_cli} clips, real Ray", f"{fresh['wall']:.1f} s", f"{rate:.0f} clips/s")
+            single = run_cli(n_cli, tmp / "cli-single", env, "--set", "run.clips_per_task=1")
+            shutil.rmtree(tmp / "cli-single", ignore_errors=True)
+            if single["rc"] == 0:
+                rate1 = single["per_s"] or n_cli / single["wall"]
+                print(f"   the same with one clip per Ray task (run.clips_per_task=1, as before clips were batched): "
+                      f"{single['wall']:.1f} s wall, {rate1:.0f} clips/s; batched/single rate {rate / rate1:.1f}x")
+                info_row(f"dry run {n_cli}, one clip per task", f"{single['wall']:.1f} s",
+                         f"{rate1:.0f} clips/s; batching {rate / rate1:.1f}x")
+            else:
+                fails.append(f"the dry run with one clip per task failed: {single['tail']}")
             info_row("dry run driver peak RSS", f"{fresh['hwm_kib'] / 1024:.0f} MiB", f"N={n_cli}")
             again = run_cli(n_cli, out, env)
             print(f"   resume of the finished run: {again['wall']:.1f} s wall, "
@@ -660,7 +641,7 @@ def bench(args) -> None:
             if not exact:
                 fails.append(f"resume after loss redid {half['session_done']} clips, not {lost} ({half['tail']})")
 
-        print("\n   the driver loop alone (generate with Ray stood in for in-process, render tasks and merges stubbed;")
+        print("\n   the driver loop alone (generate on the in-process executor, render tasks and merges stood in for;")
         print("   the stand-in finishes clips in microseconds, so what the driver buffers between its timed index")
         print("   flushes is every clip of the run: more memory per clip than a real run holds)")
         drive = {}
@@ -674,7 +655,7 @@ def bench(args) -> None:
             print(f"   N={n:>7,}: loop {r['loop_s']:.2f} s = {1e6 * r['loop_s'] / n:.0f} us/clip, "
                   f"RSS +{mib(r['rss'])}; of which {parts}")
         big, small = drive.get(N_BIG), drive.get(N_SMALL)
-        limit_row("driver loop 150k (Ray stood in, tasks stubbed)", big["loop_s"] if big else None)
+        limit_row("driver loop 150k (in-process executor, tasks stood in for)", big["loop_s"] if big else None)
         if big and small:
             t1, t2 = small["loop_s"], big["loop_s"]
             p = math.log(t2 / t1) / math.log(N_BIG / N_SMALL)

@@ -156,6 +156,19 @@ def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str]
     return out
 
 
+def run_clips(ctx: dict, slots: list[tuple[int, int, int, list[str]]]) -> list[dict]:
+    """Execute several clip slots, each ``(index, attempt, try, excluded)`` as run_clip takes it,
+    one after another in this process; one result per slot, in order. After a storage failure
+    the remaining slots are not started (the driver stops the run) and say so."""
+    outs: list[dict] = []
+    for index, attempt, try_, excluded in slots:
+        if outs and outs[-1]["storage"]:
+            outs.append({**outs[-1], "index": index, "key": None, "failures": [], "done": None, "system": None})
+            continue
+        outs.append(run_clip(ctx, index, attempt, try_, excluded))
+    return outs
+
+
 def _storage_message(store: RunStore, e: OSError) -> str:
     return f"cannot write to {store.url}: {e.strerror or e}" + (f" ({e.filename})" if getattr(e, "filename", None) else "")
 

@@ -16,6 +16,9 @@ class RunSettings(Section):
     max_failed_fraction: float = Field(0.05, ge=0.0, le=1.0, description="abort once failed clip attempts exceed this fraction of N (and min_failures_to_abort)")
     min_failures_to_abort: int = Field(10, ge=1, description="failed clip attempts tolerated whatever N is")
     in_flight_per_worker: int = Field(2, ge=1, le=64, description="render tasks queued per worker, so a worker never waits for the driver")
+    clips_per_task: int | None = Field(None, ge=1, le=4096, description="clip slots one task executes; default 1 "
+                                       "when rendering (a task takes minutes and is retried whole), 64 on dry runs "
+                                       "(a task takes a millisecond, so Ray's own cost per task would dominate)")
     connect_timeout_s: float = Field(30.0, gt=0.0, le=3600.0, description="with --ray-address, how long to try to "
                                      "reach the cluster's address before giving up, seconds")
     gpu_wait_s: float = Field(600.0, ge=0.0, description="on a cluster, how long to wait for a GPU node to join before giving up, seconds")

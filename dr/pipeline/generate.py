@@ -26,6 +26,7 @@ from dr.files import nearest_existing
 from dr.pipeline import markers as mk
 from dr.pipeline.clip_task import MANIFEST_NAME
 from dr.pipeline.claim import LOCK_NAME, pid_alive
+from dr.pipeline.executor import Executor, RayExecutor, TaskFailed, TaskKind, TaskLost
 from dr.pipeline.config import GenerateConfig, device_change, device_kind, identity, identity_diff
 from dr.pipeline.plan import Plan, index_of, read_plan_header, write_plan
 from dr.pipeline.run_store import RunStore, StorageError, is_storage_error
@@ -243,6 +244,34 @@ def _heartbeat(store: RunStore, ended: bool = False) -> None:
                                          "ended": ended})
 
 
+class Heartbeat:
+    """Writes driver.json every HEARTBEAT_S from a thread while the driver holds the run, so that
+    its long phases (a resume's scan of every marker, a slow store, the final stats, a task run in
+    the driver's own process) never look like a dead driver."""
+
+    def __init__(self, store: RunStore):
+        import threading
+
+        self.store = store
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dr-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                _heartbeat(self.store)
+            except Exception:  # noqa: BLE001 - a store that fails is the main thread's to report
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30.0)
+
+
 def lost_keys(plan: Plan, index: dict, state: mk.RunState, max_attempts: int) -> list[str]:
     """Clip slots given up: failed ``max_attempts`` times, or missing from a shard already written
     (a written shard is final)."""
@@ -286,29 +315,62 @@ def cleanup_leftovers(store: RunStore) -> None:
 # ---------------------------------------------------------------------------------------------
 # stats
 
+def new_tally() -> dict:
+    """Timings, devices and bytes summed over clips; kept per shard in index.json ("stats")."""
+    return {"clips": 0, "stages_s": {}, "devices": {}, "clip_bytes": 0}
+
+
+def tally_record(tally: dict, rec: dict) -> None:
+    """Add one clip's done record (or the part of it the driver keeps) to ``tally``."""
+    for k, v in {**(rec.get("timings") or {}), "clip_wall": rec.get("wall_s", 0.0)}.items():
+        v = float(v)
+        s = tally["stages_s"].setdefault(k, [0, 0.0, v, v])
+        s[0] += 1
+        s[1] += v
+        s[2] = min(s[2], v)
+        s[3] = max(s[3], v)
+    dev = str(rec.get("device"))
+    tally["devices"][dev] = tally["devices"].get(dev, 0) + 1
+    tally["clip_bytes"] += int(rec.get("bytes", 0))
+    tally["clips"] += 1
+
+
+def merge_tally(tally: dict, other: dict) -> None:
+    for k, (c, t, lo, hi) in other.get("stages_s", {}).items():
+        s = tally["stages_s"].setdefault(k, [0, 0.0, lo, hi])
+        s[0] += int(c)
+        s[1] += float(t)
+        s[2] = min(s[2], float(lo))
+        s[3] = max(s[3], float(hi))
+    for dev, c in other.get("devices", {}).items():
+        tally["devices"][dev] = tally["devices"].get(dev, 0) + int(c)
+    tally["clip_bytes"] += int(other.get("clip_bytes", 0))
+    tally["clips"] += int(other.get("clips", 0))
+
+
 def compute_stats(store: RunStore, plan: Plan, state: mk.RunState, index: dict) -> dict:
-    """stats.json: counts and per-stage times merged over every done clip (streamed)."""
-    stages: dict[str, list[float]] = {}
-    devices: dict[str, int] = {}
-    total_bytes = 0
-    for rec in mk.iter_done_records(store, sorted(state.done)):
-        for k, v in {**rec.get("timings", {}), "clip_wall": rec.get("wall_s", 0.0)}.items():
-            s = stages.setdefault(k, [0, 0.0, math.inf, 0.0])
-            s[0] += 1
-            s[1] += float(v)
-            s[2] = min(s[2], float(v))
-            s[3] = max(s[3], float(v))
-        devices[str(rec.get("device"))] = devices.get(str(rec.get("device")), 0) + 1
-        total_bytes += int(rec.get("bytes", 0))
+    """stats.json: counts and per-stage times merged over every done clip. A shard's clips are
+    summed in its index entry (written with the shard), so only the done markers of clips not in
+    a shard yet (or in a shard indexed before entries carried stats) are read."""
+    tally = new_tally()
+    covered: set[str] = set()
+    for entry in index["shards"]:
+        if isinstance(entry.get("stats"), dict):
+            merge_tally(tally, entry["stats"])
+            covered.update(entry.get("keys", []))
+    rest = sorted(k for k in state.done if k not in covered)
+    del covered
+    for rec in mk.iter_done_records(store, rest):
+        tally_record(tally, rec)
     q = state.quarantine
     return {
         "planned": plan.n, "done": len(state.done), "failed_attempts": state.failed_attempts,
         "retries": state.retries, "quarantined_assets": len(q), "shards_planned": plan.shards,
         "shards_written": len(index["shards"]), "samples_in_shards": index.get("samples", 0),
-        "clip_bytes": total_bytes,
+        "clip_bytes": tally["clip_bytes"],
         "stages_s": {k: {"clips": c, "total": round(t, 3), "mean": round(t / c, 4), "min": round(lo, 4), "max": round(hi, 4)}
-                     for k, (c, t, lo, hi) in stages.items()},
-        "devices": devices, "updated": time.time(),
+                     for k, (c, t, lo, hi) in tally["stages_s"].items()},
+        "devices": tally["devices"], "updated": time.time(),
     }
 
 
@@ -353,7 +415,7 @@ class _Driver:
         self.session_failures = 0  # what the abort threshold counts: this session's new failures
         self.limit = max(self.cfg.run.min_failures_to_abort, math.ceil(self.cfg.run.max_failed_fraction * plan.n))
         self.last_beat = self.last_flush = time.monotonic()
-        self.done_sha: dict[str, str] = {}
+        self.done_rec: dict[str, dict] = {}  # key -> what the shard's entry needs of its done record
         self.lost: set[str] = set()
         self.remaining: dict[int, int] = {}  # shard -> clips still to finish (done or lost)
         self.ready_merges: deque[int] = deque()
@@ -400,16 +462,12 @@ class _Driver:
                              f"see `dr-data status {self.store.url}`")
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self, resources, ctx: dict) -> None:
-        import ray
-
-        from dr.pipeline.clip_task import run_clip
+    def run(self, executor: Executor, resources, ctx: dict) -> None:
+        from dr.pipeline.clip_task import run_clips
         from dr.pipeline.shard_merge import clip_rel, merge_shard
 
-        clip_remote = ray.remote(run_clip).options(
-            num_cpus=resources.threads, num_gpus=1 if resources.gpu else 0, max_retries=0, name="dr-render-clip")
-        merge_remote = ray.remote(merge_shard).options(num_cpus=0, max_retries=2, retry_exceptions=[OSError],
-                                                       name="dr-merge-shard")
+        executor.define("clip", TaskKind(run_clips, cpus=resources.threads, gpus=1 if resources.gpu else 0))
+        executor.define("merge", TaskKind(merge_shard, cpus=0, retries=2, retry_on=(OSError,)))
         plan, state = self.plan, self.state
         # clips of shards already in the index are final (their clip tars may be left from a
         # session that died between writing the index and removing them)
@@ -436,48 +494,51 @@ class _Driver:
 
         session_tries: dict[int, int] = {}
         delayed: list[tuple[float, int]] = []
-        in_flight: dict = {}  # ref -> ("clip", index, submitted) | ("merge", shard, keys)
-        max_in_flight = resources.workers * self.cfg.run.in_flight_per_worker
+        in_flight: dict = {}  # handle -> ("clip", indices, submitted) | ("merge", shard, keys)
+        per_task = self.cfg.run.clips_per_task or (64 if self.req.dry_run else 1)
+        # in the driver's process a queued task would wait behind the running one: queue none
+        max_in_flight = resources.workers * (1 if resources.in_process else self.cfg.run.in_flight_per_worker)
         deadline_s = self.cfg.worker.clip_timeout_s * self.cfg.run.max_attempts + 600.0
         self._progress()
         while todo or delayed or in_flight or self.ready_merges:
             now = time.monotonic()
-            clips = sum(1 for v in in_flight.values() if v[0] == "clip")
-            while clips < max_in_flight and (todo or (delayed and delayed[0][0] <= now)):
-                i = heapq.heappop(delayed)[1] if delayed and delayed[0][0] <= now else todo.popleft()
-                key = plan.key(i)
-                ref = clip_remote.remote(ctx, i, state.next_attempt(key), state.retry_count(key), state.excluded_assets(key))
-                in_flight[ref] = ("clip", i, now)
-                clips += 1
-            merges = len(in_flight) - clips
+            tasks = sum(1 for v in in_flight.values() if v[0] == "clip")
+            while tasks < max_in_flight and (todo or (delayed and delayed[0][0] <= now)):
+                slots = []
+                while len(slots) < per_task and (todo or (delayed and delayed[0][0] <= now)):
+                    i = heapq.heappop(delayed)[1] if delayed and delayed[0][0] <= now else todo.popleft()
+                    key = plan.key(i)
+                    slots.append((i, state.next_attempt(key), state.retry_count(key), state.excluded_assets(key)))
+                handle = executor.submit("clip", ctx, slots)
+                in_flight[handle] = ("clip", [sl[0] for sl in slots], now)
+                tasks += 1
+            merges = len(in_flight) - tasks
             while merges < MAX_MERGES_IN_FLIGHT and self.ready_merges:
                 s = self.ready_merges.popleft()
                 keys = [plan.key(i) for i in plan.shard_indices(s) if plan.key(i) in state.done]
                 if not keys:  # every clip of the shard was lost
                     continue
-                ref = merge_remote.remote(self.store.url, s, keys, self._shas(keys),
-                                          str(self.req.cache_dir) if self.req.cache_dir else None)
-                in_flight[ref] = ("merge", s, keys)
+                handle = executor.submit("merge", self.store.url, s, keys, self._shas(keys),
+                                         str(self.req.cache_dir) if self.req.cache_dir else None)
+                in_flight[handle] = ("merge", s, keys)
                 merges += 1
             if not in_flight:
                 if delayed:
                     time.sleep(min(1.0, max(0.0, delayed[0][0] - time.monotonic())))
                 continue
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-            for ref in ready:
-                what = in_flight.pop(ref)
+            for handle in executor.wait(list(in_flight), timeout=1.0):
+                what = in_flight.pop(handle)
                 if what[0] == "merge":
-                    self._merged(ref, what, todo)
+                    self._merged(executor, handle, what, todo)
                 else:
-                    self._clip_done(ref, what[1], session_tries, delayed)
-            for ref, what in list(in_flight.items()):
-                if what[0] == "clip" and time.monotonic() - what[2] > deadline_s:
-                    ray.cancel(ref, force=True)
+                    self._clips_done(executor, handle, what[1], session_tries, delayed)
+            for handle, what in list(in_flight.items()):
+                if what[0] == "clip" and time.monotonic() - what[2] > deadline_s * len(what[1]):
+                    executor.cancel(handle)
             if time.monotonic() - self.last_flush > INDEX_FLUSH_S:
                 self.flush_index()
             if time.monotonic() - self.last_beat > HEARTBEAT_S:
                 self.last_beat = time.monotonic()
-                _heartbeat(self.store)
                 self.store.write_text(STATS_JSON, json.dumps(self._quick_stats(), indent=1, sort_keys=True) + "\n")
         self.flush_index()
 
@@ -496,36 +557,37 @@ class _Driver:
         keys = [k for _, ks in self.unflushed for k in ks]
         self.store.remove([clip_rel(k) for k in keys])
         for k in keys:
-            self.done_sha.pop(k, None)
+            self.done_rec.pop(k, None)
         self.unflushed = []
 
+    def _keep(self, rec: dict) -> None:
+        self.done_rec[rec["key"]] = {k: rec.get(k) for k in ("sha256", "timings", "wall_s", "device", "bytes")}
+
     def _shas(self, keys: list[str]) -> dict[str, str]:
-        missing = [k for k in keys if k not in self.done_sha]
+        missing = [k for k in keys if k not in self.done_rec]
         for rec in mk.iter_done_records(self.store, missing):
-            self.done_sha[rec["key"]] = rec["sha256"]
-        return {k: self.done_sha.get(k, "") for k in keys}
+            self._keep(rec)
+        return {k: self.done_rec[k]["sha256"] if k in self.done_rec else "" for k in keys}
 
     def _quick_stats(self) -> dict:
         return {"planned": self.plan.n, "done": len(self.state.done), "failed_attempts": self.state.failed_attempts,
                 "retries": self.state.retries, "shards_written": len(self.index["shards"]), "updated": time.time(),
                 "complete": False}
 
-    def _merged(self, ref, what, todo: deque) -> None:
-        import ray
-
+    def _merged(self, executor: Executor, handle, what, todo: deque) -> None:
         from dr.pipeline.shard_merge import ClipDataError, clip_rel
 
         _, s, keys = what
         try:
-            entry = ray.get(ref)
-        except Exception as e:  # noqa: BLE001 - sorted out below
-            cause = getattr(e, "cause", None) or e
+            entry = executor.result(handle)
+        except (TaskFailed, TaskLost) as e:
+            cause = getattr(e, "cause", e)
             if isinstance(cause, ClipDataError):
                 # the clip's data is gone or damaged: forget that it was done, render it again
                 self.on_note(f"{cause}; rendering clip {cause.key} again")
                 self.store.remove([mk.done_name(cause.key), clip_rel(cause.key)])
                 self.state.done.discard(cause.key)
-                self.done_sha.pop(cause.key, None)
+                self.done_rec.pop(cause.key, None)
                 self.remaining[s] += 1
                 todo.appendleft(index_of(cause.key))
                 self.session_failures += 1  # a failure, though not one of the slot's attempts
@@ -535,32 +597,43 @@ class _Driver:
                 raise RunAborted(f"cannot write shard {shard_name(s)} to {self.store.url}: {cause}") from None
             raise RunAborted(f"assembling {shard_name(s)} failed: {type(cause).__name__}: "
                              f"{' '.join(str(cause).split())[:300]}") from None
+        tally = new_tally()
+        for k in keys:
+            if k in self.done_rec:
+                tally_record(tally, self.done_rec[k])
+        if tally["clips"] == len(keys):  # (else compute_stats reads this shard's markers)
+            entry = {**entry, "stats": tally}
         self.unflushed.append((entry, keys))
 
-    def _clip_done(self, ref, index: int, session_tries: dict[int, int], delayed: list) -> None:
-        import ray
-
-        key = self.plan.key(index)
+    def _clips_done(self, executor: Executor, handle, indices: list[int], session_tries: dict[int, int],
+                    delayed: list) -> None:
         try:
-            out = ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
-            if cause is not None and is_storage_error(cause):
+            outs = executor.result(handle)
+        except TaskFailed as e:
+            cause = e.cause
+            if is_storage_error(cause):
                 raise RunAborted(f"cannot write to {self.store.url}: {cause}") from None
-            raise RunAborted(f"render task for clip {key} failed with a bug: "
-                             f"{type(cause).__name__ if cause else 'error'}: {' '.join(str(cause or e).split())[:300]} "
+            keys = ", ".join(self.plan.key(i) for i in indices[:3]) + (", ..." if len(indices) > 3 else "")
+            raise RunAborted(f"render task for clip{'s' * (len(indices) > 1)} {keys} failed with a bug: "
+                             f"{type(cause).__name__}: {' '.join(str(cause).split())[:300]} "
                              f"(see {self.store.url}/logs)") from None
-        except ray.exceptions.RayError as e:  # worker or node death, cancellation, object loss, ...
-            out = {"system": {"kind": "ray", "reason": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"},
-                   "failures": [], "done": None, "storage": None}
-        if out.get("storage"):
-            raise RunAborted(out["storage"])
+        except TaskLost as e:  # worker or node death, cancellation, object loss, ...
+            outs = [{"system": {"kind": "ray", "reason": e.reason}, "failures": [], "done": None, "storage": None}
+                    for _ in indices]
+        for out in outs:
+            if out.get("storage"):
+                raise RunAborted(out["storage"])
+        for index, out in zip(indices, outs):
+            self._clip_done(index, out, session_tries, delayed)
+
+    def _clip_done(self, index: int, out: dict, session_tries: dict[int, int], delayed: list) -> None:
+        key = self.plan.key(index)
         for f in out["failures"]:
             self._count_failure(f)
             self.on_note(f"clip {key} attempt {f['attempt']} failed ({f['kind']}): {f['reason']}")
         if out["done"]:
             self.state.done.add(key)
-            self.done_sha[key] = out["done"]["sha256"]
+            self._keep({**out["done"], "key": key})
             self.session_done += 1
             self._finished(index)
         elif out["system"]:
@@ -592,9 +665,11 @@ class _Driver:
 
 def generate(req: Request, on_progress: Callable[[Progress], None] | None = None,
              on_note: Callable[[str], None] | None = None,
-             on_start: Callable[[str, "Plan", mk.RunState], None] | None = None) -> Report:
+             on_start: Callable[[str, "Plan", mk.RunState], None] | None = None,
+             executor: Executor | None = None) -> Report:
     """Run (or resume) the run ``req`` describes; returns what it made. Raises UserError on bad
-    input and RunAborted when the run cannot be completed."""
+    input and RunAborted when the run cannot be completed. ``executor``: where the tasks run;
+    by default Ray (a local one, or req.ray_address), started here and stopped at the end."""
     from dr.assets_manifest.build import available_cpus
     from dr.cache import cache_dir as resolve_cache
     from dr.pipeline import ray_cluster
@@ -624,22 +699,27 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
             lock = claim(local_run, lambda: _heartbeat_age(store), STALE_S)
         except OSError as e:
             raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
-    committed = False
+    committed = started_ray = False
     try:
         if setup.existing is None and store.exists(RUN_JSON):
             # another driver made the run and finished between our look and our claim: check against it
             fresh = False  # and nothing here is ours to remove
             setup = inspect(req)
             store, plan = setup.store, setup.plan
-        try:
-            local = ray_cluster.start(req.ray_address, ray_cluster.ray_temp_dir(local_run, cache)
-                                      if not req.ray_address else cache,
-                                      num_cpus=None if req.ray_address else available_cpus(),
-                                      connect_timeout_s=req.cfg.run.connect_timeout_s)
-        except OSError as e:
-            raise UserError(f"cannot start Ray in {local_run}: {e.strerror or e}") from None
-        resources = ray_cluster.plan_resources(req.cfg.render.device, local, req.workers, req.dry_run,
-                                               req.cfg.run.gpu_wait_s)
+        if executor is None:
+            started_ray = True  # stopped at the end whatever happens from here (stop is safe before a start)
+            try:
+                local = ray_cluster.start(req.ray_address, ray_cluster.ray_temp_dir(local_run, cache)
+                                          if not req.ray_address else cache,
+                                          num_cpus=None if req.ray_address else available_cpus(),
+                                          connect_timeout_s=req.cfg.run.connect_timeout_s)
+            except OSError as e:
+                raise UserError(f"cannot start Ray in {local_run}: {e.strerror or e}") from None
+            resources = ray_cluster.plan_resources(req.cfg.render.device, local, req.workers, req.dry_run,
+                                                   req.cfg.run.gpu_wait_s)
+            executor = RayExecutor()
+        else:
+            resources = ray_cluster.in_process_resources(req.cfg.render.device, req.dry_run)
         kind = device_kind(resources.gpu, req.dry_run)
         change = device_change(setup.existing, kind)
         if change:
@@ -651,35 +731,42 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
             committed = True
         except OSError as e:
             raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
-        cleanup_leftovers(store)
-        state = mk.scan(store)
-        if on_start:
-            on_start(resources.describe(), plan, state)
-        ctx = {"run": store.url, "run_id": run_json["run_id"], "seed": req.seed,
-               "scene": req.cfg.scene.model_dump(mode="json"), "render": req.cfg.render.model_dump(mode="json"),
-               "worker": req.cfg.worker.model_dump(mode="json"), "max_attempts": req.cfg.run.max_attempts,
-               "dry_run": req.dry_run, "threads": resources.threads,
-               "cache_dir": str(req.cache_dir) if req.cache_dir else None}
-        if not resources.gpu and req.cfg.render.device == "auto":
-            # tasks that were given no GPU must not find one on their node and take it
-            ctx["render"] = {**ctx["render"], "device": "cpu"}
-        driver = _Driver(req, store, plan, run_json, state, on_progress, on_note)
         finished = False
         try:
-            driver.run(resources, ctx)
-            finished = True
+            with Heartbeat(store):
+                cleanup_leftovers(store)
+                state = mk.scan(store)
+                if on_start:
+                    on_start(resources.describe(), plan, state)
+                ctx = {"run": store.url, "run_id": run_json["run_id"], "seed": req.seed,
+                       "scene": req.cfg.scene.model_dump(mode="json"), "render": req.cfg.render.model_dump(mode="json"),
+                       "worker": req.cfg.worker.model_dump(mode="json"), "max_attempts": req.cfg.run.max_attempts,
+                       "dry_run": req.dry_run, "threads": resources.threads,
+                       "cache_dir": str(req.cache_dir) if req.cache_dir else None}
+                if not resources.gpu and req.cfg.render.device == "auto":
+                    # tasks that were given no GPU must not find one on their node and take it
+                    ctx["render"] = {**ctx["render"], "device": "cpu"}
+                driver = _Driver(req, store, plan, run_json, state, on_progress, on_note)
+                try:
+                    driver.run(executor, resources, ctx)
+                    finished = True
+                finally:
+                    try:
+                        index = driver.index  # what index.json holds (flushed entries only)
+                        stats = compute_stats(store, plan, state, index)
+                        stats["complete"] = len(index["shards"]) == plan.shards
+                        store.write_text(STATS_JSON, json.dumps(stats, indent=1, sort_keys=True) + "\n")
+                        write_quarantine(store, state.quarantine)
+                    except OSError:
+                        if finished:
+                            raise
+                        # else the run is stopping for a reason already being reported
         finally:
             try:
-                index = driver.index  # what index.json holds (flushed entries only)
-                stats = compute_stats(store, plan, state, index)
-                stats["complete"] = len(index["shards"]) == plan.shards
-                store.write_text(STATS_JSON, json.dumps(stats, indent=1, sort_keys=True) + "\n")
-                write_quarantine(store, state.quarantine)
-                _heartbeat(store, ended=True)
+                _heartbeat(store, ended=True)  # after the thread stopped: it is the last word
             except OSError:
                 if finished:
                     raise
-                # else the run is stopping for a reason already being reported
     except OSError as e:
         if is_storage_error(e):
             raise RunAborted(f"cannot write to {store.url}: {e.strerror or e}") from None
@@ -687,7 +774,8 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
     except StorageError as e:
         raise RunAborted(str(e)) from None
     finally:
-        ray_cluster.stop()
+        if started_ray:
+            ray_cluster.stop()
         if fresh and not committed:
             import shutil
 

@@ -28,12 +28,26 @@ class Resources:
     cluster_cpus: float
     cluster_gpus: float
     local: bool
+    in_process: bool = False  # the tasks run in the driver's process (dr.pipeline.executor.InProcessExecutor)
 
     def describe(self) -> str:
-        where = "local Ray" if self.local else "Ray cluster"
         on = "1 GPU" if self.gpu else "CPU"
-        return (f"{self.workers} render worker{'s' * (self.workers != 1)} ({on}, {self.threads} thread"
-                f"{'s' * (self.threads != 1)} each) on a {where} with {self.cluster_cpus:g} CPUs, {self.cluster_gpus:g} GPUs")
+        what = (f"{self.workers} render worker{'s' * (self.workers != 1)} ({on}, {self.threads} thread"
+                f"{'s' * (self.threads != 1)} each)")
+        if self.in_process:
+            return f"{what} in the driver's process (no Ray)"
+        where = "local Ray" if self.local else "Ray cluster"
+        return f"{what} on a {where} with {self.cluster_cpus:g} CPUs, {self.cluster_gpus:g} GPUs"
+
+
+def in_process_resources(device: str, dry_run: bool) -> Resources:
+    """What tasks get when they run in the driver's process: one at a time, every CPU of this
+    machine (this process's affinity), a GPU only where the device names one."""
+    from dr.assets_manifest.build import available_cpus
+
+    cpus = available_cpus()
+    gpu = not dry_run and device in ("optix", "cuda")
+    return Resources(1, 1 if dry_run else cpus, gpu, float(cpus), 1.0 if gpu else 0.0, True, in_process=True)
 
 
 def ray_temp_dir(run_local: Path | None, cache: Path) -> Path:
