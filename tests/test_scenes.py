@@ -325,3 +325,33 @@ def test_asset_normalisation_uses_the_manifest_bounds(builtin_manifest):
     assert rest[:, 2].min() == pytest.approx(0, abs=1e-6) and rest[:, 2].max() == pytest.approx(0.3 * k, abs=1e-5)
     assert o.footprint_radius_m == pytest.approx(np.hypot(0.4, 0.25) * k, abs=1e-5)
     assert o.height_m == pytest.approx(0.3 * k, abs=1e-5)
+
+
+def test_a_resampled_clip_records_the_runs_manifest_and_what_it_left_out(builtin_manifest, tmp_path):
+    """A re-sample without the assets that failed earlier draws as if they were quarantined, but
+    its spec names the manifest file the run holds (not a digest of an in-memory copy that
+    matches no file) and the exclusions, so the clip can be sampled again from its metadata."""
+    import hashlib
+
+    from dr.assets_manifest.manifest import load_manifest
+
+    cfg = paper()
+    m = builtin_manifest
+    first = sample_scene(cfg, m, 5, 3, 0)
+    assert first.excluded_assets == []
+    bad = sorted({first.light.hdri.id, first.ground.material.material.id})
+    again = sample_scene(cfg, m, 5, 3, 1, excluded=bad)
+    written = tmp_path / "manifest.jsonl"
+    written.write_text(m.to_jsonl())
+    assert again.manifest_sha256 == hashlib.sha256(written.read_bytes()).hexdigest() == m.digest()
+    assert again.excluded_assets == bad
+    assert again.light.hdri.id not in bad and again.ground.material.material.id not in bad
+    # the draw is the one from the manifest with those assets quarantined (a second computation)
+    quarantined = Manifest([r.quarantine("x") if r.id in bad else r for r in m.records])
+    other = sample_scene(cfg, quarantined, 5, 3, 1)
+    assert other.manifest_sha256 != m.digest()
+    assert again.model_dump(exclude={"manifest_sha256", "excluded_assets"}) == \
+        other.model_dump(exclude={"manifest_sha256", "excluded_assets"})
+    # and the metadata reproduces it
+    assert sample_scene(cfg, load_manifest(written), again.seed, again.index, again.attempt,
+                        again.excluded_assets).to_json() == again.to_json()

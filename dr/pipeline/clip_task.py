@@ -23,7 +23,6 @@ from dr.pipeline.markers import done_name, failed_name, running_name, write_mark
 from dr.pipeline.run_store import RunStore, StorageError, is_storage_error
 
 MANIFEST_NAME = "manifest.jsonl"
-EXCLUDED_REASON = "failed in an earlier attempt of this clip"
 # bytes a clip needs in staging besides its passes: EXR of one frame, the env map, slack
 _SLACK = 64 * 2**20
 
@@ -39,16 +38,6 @@ def spec_asset_ids(spec) -> list[str]:
         if getattr(o.material, "type", None) == "pbr":
             ids.append(o.material.material.id)
     return list(dict.fromkeys(ids))
-
-
-def without(manifest, excluded):
-    """The manifest with ``excluded`` asset ids quarantined (the same manifest if none)."""
-    from dr.assets_manifest.manifest import Manifest
-
-    ex = set(excluded)
-    if not ex:
-        return manifest
-    return Manifest([r.quarantine(EXCLUDED_REASON) if r.id in ex and r.status == "ok" else r for r in manifest.records])
 
 
 def _manifest(store: RunStore, cache_dir: Path):
@@ -118,7 +107,7 @@ def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str]
             record = {**record, "attempt": attempt, "time": time.time()}
             t0 = time.perf_counter()
             try:
-                spec = sample_scene(scene_cfg, without(manifest, excl), ctx["seed"], index, attempt)
+                spec = sample_scene(scene_cfg, manifest, ctx["seed"], index, attempt, excl)
             except UserError as e:
                 failure = {**record, "kind": "sample", "reason": str(e), "asset_id": None}
             else:

@@ -23,6 +23,7 @@ A config that cannot be met within ``objects.max_attempts`` layouts raises UserE
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -261,25 +262,28 @@ def _primitive_material(rng: np.random.Generator, cfg: SceneConfig, materials: l
     return PrincipledMaterial(basecolor=tuple(_rnd(srgb_to_linear(srgb))), roughness=float(_rnd(roughness)), metallic=float(_rnd(metallic)))
 
 
-def _usable(manifest: Manifest, kind: str) -> list[AssetRecord]:
+def _usable(manifest: Manifest, kind: str, excluded: frozenset[str] = frozenset()) -> list[AssetRecord]:
     recs = manifest.usable(kind)
+    if excluded:
+        recs = [r for r in recs if r.id not in excluded]
     if kind == "object":
         recs = [r for r in recs if "bounds_zup" in r.stats and "radius_xy" in r.stats]
     return recs
 
 
-def check_manifest(cfg: SceneConfig, manifest: Manifest) -> None:
-    """UserError unless the manifest can feed this recipe."""
-    where = f" {manifest.path}" if manifest.path else ""
-    if cfg.objects.assets_per_scene[0] > 0 and not _usable(manifest, "object"):
+def check_manifest(cfg: SceneConfig, manifest: Manifest, excluded: frozenset[str] = frozenset()) -> None:
+    """UserError unless the manifest (without the ``excluded`` asset ids) can feed this recipe."""
+    where = (f" {manifest.path}" if manifest.path else "") + (f" without the {len(excluded)} excluded assets"
+                                                               if excluded else "")
+    if cfg.objects.assets_per_scene[0] > 0 and not _usable(manifest, "object", excluded):
         raise UserError(f"manifest{where} has no usable object (scene.objects.assets_per_scene asks for at least "
                         f"{cfg.objects.assets_per_scene[0]}); add objects or set scene.objects.assets_per_scene=[0,3]")
-    if cfg.objects.primitives_per_scene[1] == 0 and not _usable(manifest, "object"):
+    if cfg.objects.primitives_per_scene[1] == 0 and not _usable(manifest, "object", excluded):
         raise UserError(f"manifest{where} has no usable object and scene.objects.primitives_per_scene allows no "
                         f"primitives; add objects or allow primitives")
-    if not _usable(manifest, "material"):
+    if not _usable(manifest, "material", excluded):
         raise UserError(f"manifest{where} has no usable material for the ground plane; add a --materials folder")
-    if not _usable(manifest, "hdri"):
+    if not _usable(manifest, "hdri", excluded):
         raise UserError(f"manifest{where} has no usable HDRI; add an --hdris folder")
 
 
@@ -287,16 +291,20 @@ def clip_id(seed: int, index: int) -> str:
     return f"s{seed}_{index:08d}"
 
 
-def sample_scene(config: SceneConfig, manifest: Manifest, seed: int, index: int, attempt: int = 0) -> SceneSpec:
-    """The SceneSpec of clip ``index`` (re-sample ``attempt``) of a run with ``seed``.
+def sample_scene(config: SceneConfig, manifest: Manifest, seed: int, index: int, attempt: int = 0,
+                 excluded: Iterable[str] = ()) -> SceneSpec:
+    """The SceneSpec of clip ``index`` (re-sample ``attempt``) of a run with ``seed``, drawn from
+    ``manifest`` without the assets ``excluded`` (those that failed the slot's earlier attempts).
 
-    Pure: the same arguments give the same spec, byte for byte, in any process and order.
+    Pure: the same arguments give the same spec, byte for byte, in any process and order. The
+    spec records the manifest's own digest (that of the run's manifest.jsonl) and the exclusions.
     Raises UserError if the manifest lacks what the recipe needs or the config cannot be met.
     """
     if seed < 0 or index < 0 or attempt < 0:
         raise UserError("seed, index and attempt must be non-negative integers")
-    check_manifest(config, manifest)
-    assets, materials, hdris = (_usable(manifest, k) for k in ("object", "material", "hdri"))
+    ex = frozenset(excluded)
+    check_manifest(config, manifest, ex)
+    assets, materials, hdris = (_usable(manifest, k, ex) for k in ("object", "material", "hdri"))
     rng = clip_streams(seed, index, attempt)
     T = config.frames
     tau = _tau(T)
@@ -355,7 +363,7 @@ def sample_scene(config: SceneConfig, manifest: Manifest, seed: int, index: int,
 
     return SceneSpec(
         clip_id=clip_id(seed, index), seed=seed, index=index, attempt=attempt, spawn_key=[index, attempt],
-        scene_config_hash=config_hash(config), manifest_sha256=manifest.digest(),
+        scene_config_hash=config_hash(config), manifest_sha256=manifest.digest(), excluded_assets=sorted(ex),
         width=config.width, height=config.height, frames=T, fps=config.fps,
         camera=Camera(fov_deg=float(_rnd(fov)), orbit=orbit, c2w=[_rnd(m) for m in c2w],
                       intrinsics=[_rnd(K) for _ in range(T)]),

@@ -134,7 +134,9 @@ class SceneSpec(_Model):
     attempt: int
     spawn_key: list[int] = Field(description="SeedSequence spawn key of the clip: (index, attempt)")
     scene_config_hash: str = Field(description="config_hash of the scene section the spec was sampled with")
-    manifest_sha256: str
+    manifest_sha256: str = Field(description="sha256 of the manifest the spec was drawn from (the run's manifest.jsonl)")
+    excluded_assets: list[str] = Field(default_factory=list, description="asset ids left out of the draw: those "
+                                       "that failed this clip slot's earlier attempts")
     width: int
     height: int
     frames: int
