@@ -18,7 +18,7 @@ import numpy as np
 from mathutils import Matrix
 
 from dr.render.aov_taps import NO_MATERIAL, default_material, register_aovs, tap_material
-from dr.render.errors import AssetError, RenderError
+from dr.render.errors import AssetError, RenderError, SystemFailure
 from dr.scenes.spec import PrincipledMaterial, SceneObject, SceneSpec, TextureMaterial
 
 CLIP_START_M = 0.01
@@ -158,15 +158,19 @@ class AssetFiles:
         self.cache_dir = cache_dir
 
     def path(self, ref) -> Path:
-        from dr.assets_manifest.resolve import resolve_uri
+        """The asset's local file, its bytes checked against the manifest's sha256. Raises
+        AssetError when the asset is at fault (missing, changed, an unusable URI) and
+        SystemFailure when reading it failed (a flaky disk or network: worth a retry)."""
+        from dr.assets_manifest.resolve import AssetChanged, AssetMissing, resolve_asset
+        from dr.errors import UserError
 
         try:
-            p = resolve_uri(ref.uri, self.cache_dir)
-        except Exception as e:  # noqa: BLE001 - any resolution failure is this asset's fault
-            raise AssetError(f"asset {ref.id}: cannot resolve {ref.uri}: {e}", asset_id=ref.id) from None
-        if not p.exists():
-            raise AssetError(f"asset {ref.id}: {p} does not exist", asset_id=ref.id)
-        return p
+            return resolve_asset(ref.uri, dict(ref.files), ref.sha256, self.cache_dir)
+        except (AssetMissing, AssetChanged, UserError) as e:
+            raise AssetError(f"asset {ref.id}: {' '.join(str(e).split())[:300]}", asset_id=ref.id) from None
+        except Exception as e:  # noqa: BLE001 - I/O errors, and whatever else a file system raises
+            raise SystemFailure(f"asset {ref.id}: reading {ref.uri} failed: {type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:300]}") from None
 
 
 def _material_for(obj: SceneObject, files: AssetFiles):

@@ -74,7 +74,7 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
     from dr.render.blender_scene import AssetFiles, build_scene
     from dr.render.devices import apply_device, find_device
     from dr.render.environment import load_stored_env
-    from dr.render.errors import AssetError
+    from dr.render.errors import AssetError, SystemFailure
     from dr.render.exr import LAYERS, read_layers
     from dr.render.passes import frame_passes
 
@@ -105,7 +105,12 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
     # an error, which would put a wrong clip into the dataset instead of quarantining the file
     try:
         env = load_stored_env(hdri_path, spec.light.strength, settings.env_height)
-    except Exception as e:  # noqa: BLE001 - any decoding failure is this asset's fault
+    except OSError as e:
+        if e.errno is None:  # a decoder's complaint about the content (PIL's are OSErrors)
+            raise AssetError(f"asset {spec.light.hdri.id}: cannot decode the HDRI: {' '.join(str(e).split())[:300]}",
+                             asset_id=spec.light.hdri.id) from None
+        raise SystemFailure(f"asset {spec.light.hdri.id}: reading the HDRI failed: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the bytes are the manifest's (checked): a bad file
         raise AssetError(f"asset {spec.light.hdri.id}: cannot decode the HDRI: {' '.join(str(e).split())[:300]}",
                          asset_id=spec.light.hdri.id) from None
     built = build_scene(spec, files, hdri_path, with_aovs=with_aovs)
