@@ -102,7 +102,10 @@ def test_spec(manifest, hdri_path, ball_path, frames: int = 3, clip_id: str = "t
     c2w = cameras(frames)
     K = intrinsics(W, H, FOV)
     ball_n = affine(translation=(0, 0, BALL["radius"]))
-    ball = AssetRef(id="test:object/banded_ball", sha256="0" * 64, uri=str(ball_path))
+    from dr.files import sha256_file
+
+    # renders check an asset's bytes against its sha256, as against a manifest record
+    ball = AssetRef(id="test:object/banded_ball", sha256=sha256_file(ball_path), uri=str(ball_path))
     r = SPHERE["radius"]
     objects = [
         SceneObject(name="sphere_0", shape="sphere", material=PrincipledMaterial(
@@ -119,7 +122,7 @@ def test_spec(manifest, hdri_path, ball_path, frames: int = 3, clip_id: str = "t
             normalization=ball_n.tolist(), motion=_motion(),
             transforms=[(affine(translation=(*BALL["xy"], 0.0)) @ ball_n).tolist()] * frames),
     ]
-    light = Light(hdri=AssetRef(id="test:hdri/smooth_sky", sha256="0" * 64, uri=str(hdri_path)), strength=1.5,
+    light = Light(hdri=AssetRef(id="test:hdri/smooth_sky", sha256=sha256_file(hdri_path), uri=str(hdri_path)), strength=1.5,
                   rotation_start_deg=10.0, rotation_sweep_deg=SKY_TURN_DEG * (frames - 1),
                   env_to_world=[rot_z(np.radians(10.0 + SKY_TURN_DEG * t)).tolist() for t in range(frames)])
     return SceneSpec(

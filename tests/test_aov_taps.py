@@ -68,6 +68,13 @@ SCRIPT = textwrap.dedent('''
             g.inputs["Color"].default_value = (0.5, 0.6, 0.7, 1)
             g.inputs["Roughness"].default_value = 0.35
             nt.links.new(g.outputs[0], out.inputs["Surface"])
+        elif kind.startswith("transparent_"):  # Mix(fac, A, Transparent BSDF): alpha = 1 - fac
+            mix = nt.nodes.new("ShaderNodeMixShader")
+            mix.inputs[0].default_value = float(kind.split("_")[1]) / 100
+            tr = nt.nodes.new("ShaderNodeBsdfTransparent")
+            nt.links.new(a.outputs[0], mix.inputs[1])
+            nt.links.new(tr.outputs[0], mix.inputs[2])
+            nt.links.new(mix.outputs[0], out.inputs["Surface"])
         elif kind == "emission":
             e = nt.nodes.new("ShaderNodeEmission")
             nt.links.new(e.outputs[0], out.inputs["Surface"])
@@ -113,7 +120,8 @@ def _mix(f):
 def taps(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("taps")
     env = {**os.environ, **blender_env(tmp / "cache", tmp / "tmp")}
-    r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp), "mix_const", "mix_linked", "add", "glossy", "emission"],
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp), "mix_const", "mix_linked", "add", "glossy", "emission",
+                        "transparent_20", "transparent_70"],
                        capture_output=True, text=True, env=env, timeout=300)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, r.stdout[-2000:] + r.stderr[-2000:]
@@ -141,3 +149,20 @@ def test_taps_through_shader_trees(taps, kind, truth, tapped):
         assert "Emission" in got["report"]["fallback"]
     if kind == "add":
         assert any("Add Shader averaged" in n for n in got["report"]["notes"])
+
+
+def test_a_transparent_bsdf_mixed_in_gates_the_taps(taps):
+    """Mix(fac, A, Transparent BSDF) has alpha 1 - fac: at fac 0.2 (alpha 0.8, above the pass
+    alpha threshold 0.5) the passes are A's alone, not diluted by the transparent side; at fac
+    0.7 (alpha 0.3) the plane is not there for any pass, as for the normal pass (nothing behind
+    it: background, mask 0)."""
+    got = taps["transparent_20"]
+    assert got["mask"] == [1.0]
+    assert got["basecolor"] == pytest.approx(list(A["basecolor"]), abs=1e-3)
+    assert got["roughness"] == pytest.approx([A["roughness"]], abs=1e-3)
+    assert got["depth"] == pytest.approx([1.0], abs=1e-3)
+    assert got["report"]["alpha_cut"] == "none"  # a constant alpha of 0.8: no gate nodes
+    gone = taps["transparent_70"]
+    assert gone["mask"] == [0.0] and gone["normal"] == [0.0, 0.0, 0.0]
+    assert gone["basecolor"] == [0.0, 0.0, 0.0] and gone["depth"] == [0.0]
+    assert gone["report"]["alpha_cut"] == "everywhere"

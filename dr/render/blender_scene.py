@@ -400,7 +400,7 @@ def build_scene(spec: SceneSpec, files: AssetFiles, hdri_path: Path, with_aovs: 
                 if mat.name in seen:
                     continue
                 seen.add(mat.name)
-                rep = tap_material(mat)
+                rep = tap_material(mat, scene.view_layers[0].pass_alpha_threshold)
                 if mat.name == NO_MATERIAL:
                     rep["fallback"] = rep["fallback"] or "mesh without a material: Blender's default Principled BSDF"
                 reports.append(rep)

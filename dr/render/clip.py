@@ -59,6 +59,7 @@ def _configure(scene, settings: RenderSettings, with_aovs: bool) -> None:
     vl.use_pass_combined = True
     vl.use_pass_z = False
     vl.use_pass_normal = with_aovs
+    vl.pass_alpha_threshold = 0.5  # where the data passes stop at a surface; the AOV taps gate on it
     im = scene.render.image_settings
     im.media_type = "MULTI_LAYER_IMAGE"
     im.file_format = "OPEN_EXR_MULTILAYER"
