@@ -75,10 +75,10 @@ def project(points_world: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[n
     return col, row, depth
 
 
-def segments_hit_cylinder(a: np.ndarray, b: np.ndarray, centre_xy: np.ndarray, radius: float, height: float) -> np.ndarray:
+def segments_hit_cylinder(a: np.ndarray, b: np.ndarray, centre_xy: np.ndarray, radius, height) -> np.ndarray:
     """For N segments a[k]-b[k] (N, 3) and upright cylinders of ``radius`` about vertical axes
-    at ``centre_xy`` (N, 2 or 2,) from z = 0 to ``height``: does segment k pass through
-    cylinder k? Returns (N,) bool."""
+    at ``centre_xy`` (N, 2 or 2,) from z = 0 to ``height`` (radius and height: one value, or
+    one per segment): does segment k pass through cylinder k? Returns (N,) bool."""
     a, b = np.atleast_2d(a).astype(np.float64), np.atleast_2d(b).astype(np.float64)
     d = b - a
     o = a[:, :2] - np.broadcast_to(centre_xy, a[:, :2].shape)

@@ -232,18 +232,25 @@ def _camera_ok(cfg: SceneConfig, objs: list[_Obj], c2w: np.ndarray, K: np.ndarra
     mx, my = cc.view_margin * W, cc.view_margin * H
     if (col < mx).any() or (col > W - mx).any() or (row < my).any() or (row > H - my).any():
         return False
-    for i, (o, xy) in enumerate(zip(objs, xys)):
-        seen = np.zeros(len(tau), dtype=bool)
-        for z in (0.5 * o.height, 0.9 * o.height):
-            target = np.column_stack([xy, np.full(len(tau), z)])
-            blocked = np.zeros(len(tau), dtype=bool)
-            for j, (q, qxy) in enumerate(zip(objs, xys)):
-                if j != i:
-                    blocked |= segments_hit_cylinder(eye, target, qxy, q.radius, q.height)
-            seen |= ~blocked
-        if not seen.all():
-            return False
-    return True
+    n, T = len(objs), len(tau)
+    if n < 2:
+        return True
+    # lines of sight from the eye to object i's centre and top (k), against every other
+    # object j's cylinder, every frame: one vectorised test of shape (pairs, 2, T)
+    XY = np.stack(xys)  # (n, T, 2)
+    height = np.array([o.height for o in objs])
+    radius = np.array([o.radius for o in objs])
+    I, J = (x.ravel() for x in np.nonzero(~np.eye(n, dtype=bool)))
+    P = len(I)
+    z = np.array([0.5, 0.9])[None, :, None] * height[I][:, None, None]  # (P, 2, 1)
+    target = np.concatenate([np.broadcast_to(XY[I][:, None], (P, 2, T, 2)),
+                             np.broadcast_to(z[..., None], (P, 2, T, 1))], axis=-1)
+    hit = segments_hit_cylinder(np.broadcast_to(eye, (P, 2, T, 3)).reshape(-1, 3), target.reshape(-1, 3),
+                                np.broadcast_to(XY[J][:, None], (P, 2, T, 2)).reshape(-1, 2),
+                                np.repeat(radius[J], 2 * T), np.repeat(height[J], 2 * T)).reshape(P, 2, T)
+    blocked = np.zeros((n, 2, T), dtype=bool)
+    np.logical_or.at(blocked, I, hit)
+    return bool((~blocked).any(axis=1).all())
 
 
 # --- materials and light -------------------------------------------------------------------
