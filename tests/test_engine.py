@@ -191,3 +191,37 @@ def test_stats_come_from_the_index_not_from_every_marker(tmp_path):
         x, y = a["stages_s"][k], b["stages_s"][k]
         assert x["clips"] == y["clips"] == N
         assert x["total"] == pytest.approx(y["total"], abs=1e-3) and x["max"] == pytest.approx(y["max"])
+
+
+def test_a_dry_run_passes_validate(tmp_path):
+    """A dry run's samples are valid samples without pixels: the spec's metadata (built by the
+    code that builds a render's), every pass and the env map marked missing, and the cameras,
+    which equal the spec's."""
+    import numpy as np
+
+    from dr.scenes.spec import SceneSpec
+    from dr.shards.reader import iter_samples
+    from dr.shards.validate import validate_source
+
+    out = tmp_path / "run"
+    g.generate(request(out), executor=InProcessExecutor())
+    report = validate_source(str(out))
+    assert report.ok, report.problems[:5]
+    assert report.samples == N
+    for s in iter_samples(str(out)):
+        spec = SceneSpec.model_validate(s.meta["scene_spec"])
+        assert s.passes == {} and s.env is None and s.meta["dry_run"] is True
+        assert all(p["provenance"] == "missing" for p in s.meta["passes"].values())
+        assert np.array_equal(s.c2w, np.asarray(spec.camera.c2w, np.float32))
+        assert np.allclose(s.cam_to_env[1], spec.cam_to_env(1), atol=1e-6)
+        assert s.meta["assets"][0] == {"role": "hdri", "id": spec.light.hdri.id, "sha256": spec.light.hdri.sha256}
+
+
+def test_training_refuses_a_dry_run(tmp_path):
+    from dr.errors import UserError
+    from dr.train.run_folder import data_identity
+
+    out = tmp_path / "run"
+    g.generate(request(out), executor=InProcessExecutor())
+    with pytest.raises(UserError, match="is a dry run"):
+        data_identity([str(out)])

@@ -130,8 +130,10 @@ def test_a_shard_cut_between_samples_is_an_error_not_a_shorter_dataset(tmp_path)
         second = [m for m in tar.getmembers() if m.name.startswith("b.")][0].offset
     data = path.read_bytes()
     path.write_bytes(data[:second])  # exactly the first sample, no end-of-archive blocks
-    with pytest.raises(ValueError, match="holds 1 samples where its index says 2"):
-        list(iter_samples(str(tmp_path / "shards")))
+    # the tar's end-of-archive blocks are missing: the stream says so, with or without an index
+    for source in (tmp_path / "shards", path):
+        with pytest.raises(ValueError, match="ends without its end-of-archive blocks.*truncated"):
+            list(iter_samples(str(source)))
 
 
 def _zstd_claiming(size: int) -> bytes:
@@ -179,3 +181,63 @@ def test_shard_names_from_an_index_are_never_joined_into_paths(tmp_path):
         list(iter_samples(str(tmp_path / "run")))
     report = validate_source(str(tmp_path / "run"))
     assert not report.ok and any("'../../outside.tar', which is not a shard name" in p.problem for p in report.problems)
+
+
+def _raw_tar(path, entries) -> bytes:
+    """A tar written member by member, as no writer of ours would: ``entries`` are (name, bytes)
+    or (name, None) for a folder."""
+    import io
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+MALFORMED = {
+    "not contiguous": ([("a.json", b"{}"), ("b.json", b"{}"), ("a.c2w.npy", b"x")], "not contiguous"),
+    "twice": ([("a.json", b"{}"), ("a.json", b"{}")], "appears twice"),
+    "folder": ([("a.json", b"{}"), ("sub", None)], "not a regular file"),
+    "bad name": ([("a.json", b"{}"), ("A-B.json", b"{}")], "is not <key>.<suffix>"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_one_strict_sample_stream_for_reader_validate_merge_and_export(tmp_path, case):
+    """The same malformed tar is refused by the reader, reported by validate, rejected as a
+    clip by the shard merge and refused by export, with the same finding: they share one stream
+    (dr.shards.stream) instead of four readings of the tar format."""
+    import io
+
+    from dr.errors import UserError
+    from dr.pipeline.export import shard_keys
+    from dr.pipeline.shard_merge import ClipDataError, merge_shard
+    from dr.shards.stream import ShardFormatError, StreamProblem, iter_raw_samples
+    from dr.shards.validate import validate_source
+
+    entries, finding = MALFORMED[case]
+    path = tmp_path / "shard-000000.tar"
+    data = _raw_tar(path, entries)
+    with pytest.raises(ShardFormatError, match=finding):
+        list(iter_samples(str(path)))
+    found: list[StreamProblem] = []
+    list(iter_raw_samples(io.BytesIO(data), problems=found))
+    assert [p.message for p in found if finding in p.message], found
+    report = validate_source(str(path))
+    assert any(finding in p.problem for p in report.problems), report.problems
+    with pytest.raises(UserError, match=finding):
+        shard_keys(str(path))
+    run = tmp_path / "run"
+    (run / "clips").mkdir(parents=True)
+    (run / "clips" / "a.tar").write_bytes(data)
+    with pytest.raises(ClipDataError, match="clips/a.tar"):
+        merge_shard(str(run), 0, ["a"], {"a": hashlib.sha256(data).hexdigest()}, str(tmp_path / "cache"))
+    assert not (run / "shards").exists() or not list((run / "shards").iterdir())

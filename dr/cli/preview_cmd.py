@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +35,7 @@ def preview(
     from dr.pipeline.export import source_shards
     from dr.shards.preview import INDEX_NAME, write_previews
     from dr.shards.reader import iter_shard
+    from dr.shards.stream import ShardFormatError
 
     urls = source_shards(source)
     out = writable_folder(out)
@@ -44,7 +44,7 @@ def preview(
         for url in urls:
             try:
                 yield from iter_shard(url)
-            except tarfile.TarError as e:
+            except ShardFormatError as e:
                 raise UserError(f"{url}: not a readable shard ({e})") from None
 
     with count_progress("previewing", max_clips) as advance:

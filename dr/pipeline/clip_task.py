@@ -173,12 +173,15 @@ def _render(ctx: dict, store: RunStore, cache: Path, staging: Path, spec, attemp
     log = store.local_path(log_rel) if store.local else staging / log_rel
     log.parent.mkdir(parents=True, exist_ok=True)
     if ctx["dry_run"]:
+        from dr.render.metadata import base_metadata, spec_cameras
+        from dr.shards.codec import npy_bytes
+
         t = time.perf_counter()
-        meta = {"schema_version": 1, "source": "synthetic", "clip_id": key, "run_id": ctx["run_id"], "seed": spec.seed,
-                "index": spec.index, "attempt": spec.attempt, "spawn_key": list(spec.spawn_key), "dry_run": True,
-                "frames": spec.frames, "height": spec.height, "width": spec.width, "fps": spec.fps,
-                "scene_spec": json.loads(spec.to_json())}
-        members = {"json": json.dumps(meta, sort_keys=True).encode()}
+        # a valid sample without pixels: the spec's metadata (every pass and the env map missing)
+        # and its cameras, which the spec holds exactly
+        meta = {**base_metadata(spec, ctx["run_id"], [], {"provenance": "missing"}), "dry_run": True}
+        members = {"json": json.dumps(meta, sort_keys=True).encode(),
+                   **{suffix: npy_bytes(arr) for suffix, arr in spec_cameras(spec).items()}}
         timings = {"setup": 0.0, "import": 0.0, "trace": 0.0, "post": 0.0, "write": 0.0}
         device = "none (dry run)"
         log.write_text(f"dry run: {key} attempt {attempt}, no pixels\n")

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tarfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -48,7 +47,7 @@ from dr.errors import UserError
 from dr.files import write_text_atomic
 from dr.shards import views
 from dr.shards.reader import Sample, iter_shard, shard_urls
-from dr.shards.schema import split_member
+from dr.shards.stream import ShardFormatError, tar_keys
 from dr.srgb import linear_to_srgb
 
 FORMATS = ("diffusion-renderer",)
@@ -230,22 +229,16 @@ def source_shards(source: str) -> list[str]:
 
 
 def shard_keys(url: str) -> list[str]:
-    """The sample keys of one shard, in order, from its tar headers only (no member is decoded)."""
+    """The sample keys of one shard, in order, from its tar headers only (no member is read)."""
     import fsspec
 
     try:
-        with fsspec.open(url, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-            names = [m.name for m in tar.getmembers() if m.isfile()]
+        with fsspec.open(url, "rb") as f:
+            return tar_keys(f)
     except FileNotFoundError:
         raise UserError(f"{url}: listed in the shard index but not there") from None
-    except tarfile.TarError as e:
+    except ShardFormatError as e:
         raise UserError(f"{url}: not a readable shard ({e})") from None
-    keys: list[str] = []
-    for n in names:
-        k = split_member(n)[0]
-        if not keys or keys[-1] != k:
-            keys.append(k)
-    return keys
 
 
 def check_settings(out: Path, settings: ExportSettings) -> None:
@@ -284,12 +277,10 @@ def write_export_json(out: Path, source: str, settings: ExportSettings) -> Path:
 
 
 def _samples(url: str, keys: set[str]) -> Iterator[Sample]:
-    """The samples of one shard whose key is in ``keys`` (the others are decoded too, and dropped)."""
+    """The samples of one shard whose key is in ``keys`` (the others are passed over unread)."""
     try:
-        for s in iter_shard(url):
-            if s.key in keys:
-                yield s
-    except tarfile.TarError as e:
+        yield from iter_shard(url, keys=keys)
+    except ShardFormatError as e:
         raise UserError(f"{url}: not a readable shard ({e})") from None
 
 

@@ -8,10 +8,9 @@ import io
 import os
 import shutil
 import socket
-import tarfile
 
 from dr.pipeline.run_store import RunStore
-from dr.shards.schema import split_member
+from dr.shards.stream import ShardFormatError, iter_raw_samples
 from dr.shards.writer import ShardWriter, shard_name
 
 
@@ -47,14 +46,13 @@ def merge_shard(run_url: str, number: int, keys: list[str], sha256: dict[str, st
                     raise ClipDataError(key, f"clip {key} has a done marker but no {clip_rel(key)}") from None
                 if hashlib.sha256(data).hexdigest() != sha256.get(key):
                     raise ClipDataError(key, f"{clip_rel(key)} does not match the sha256 in its done marker")
-                members = {}
-                with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-                    for info in tar:
-                        k, suffix = split_member(info.name)
-                        if k != key:
-                            raise ClipDataError(key, f"{clip_rel(key)} holds a member of another sample: {info.name}")
-                        members[suffix] = tar.extractfile(info).read()
-                writer.add(key, members)
+                try:
+                    samples = list(iter_raw_samples(io.BytesIO(data)))
+                except ShardFormatError as e:
+                    raise ClipDataError(key, f"{clip_rel(key)} is not a well-formed sample tar: {e}") from None
+                if [k for k, _ in samples] != [key]:
+                    raise ClipDataError(key, f"{clip_rel(key)} holds samples {[k for k, _ in samples][:3]}, not {key}")
+                writer.add(key, samples[0][1])
             entry = writer.close()
         except BaseException:
             writer.discard()

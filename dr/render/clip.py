@@ -18,10 +18,11 @@ from typing import Callable
 
 import numpy as np
 
+from dr.render.metadata import base_metadata, spec_cameras
 from dr.render.settings import RenderSettings
 from dr.scenes.spec import SceneSpec
 from dr.shards.codec import npy_bytes, npy_zst_bytes
-from dr.shards.schema import PASSES, SCHEMA_VERSION, pass_suffix
+from dr.shards.schema import PASSES, pass_suffix
 
 _device_cache: dict[str, object] = {}
 
@@ -143,9 +144,7 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
         send(("frame", t, spec.frames))
 
     a = time.perf_counter()
-    c2w = np.asarray(spec.camera.c2w, dtype=np.float32)
-    K = np.asarray(spec.camera.intrinsics, dtype=np.float32)
-    cam_to_env = np.stack([spec.cam_to_env(t) for t in range(spec.frames)]).astype(np.float32)
+    cameras = spec_cameras(spec)
     post += time.perf_counter() - a
 
     a = time.perf_counter()
@@ -157,7 +156,7 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
             sizes[name] = len(data)
     sizes["env"] = len(data := npy_zst_bytes(env))
     (partial / "env.npy.zst").write_bytes(data)
-    for suffix, arr in (("c2w.npy", c2w), ("intrinsics.npy", K), ("cam_to_env.npy", cam_to_env)):
+    for suffix, arr in cameras.items():
         (partial / suffix).write_bytes(npy_bytes(arr))
     t_write = time.perf_counter() - a
 
@@ -174,36 +173,18 @@ def render_clip(job: dict, send: Callable[[tuple], None]) -> dict:
 
 def clip_metadata(spec: SceneSpec, settings: RenderSettings, device, job: dict, built, env_shape, passes,
                   seed0: int, timings: dict, sizes: dict) -> dict:
-    """The sample's metadata (DESIGN.md section 3)."""
+    """The sample's metadata (DESIGN.md section 3): the spec's part (dr.render.metadata) and what
+    Blender did."""
     import bpy
 
     import dr
 
-    assets = [{"role": "hdri", "id": spec.light.hdri.id, "sha256": spec.light.hdri.sha256},
-              {"role": "ground", "id": spec.ground.material.material.id, "sha256": spec.ground.material.material.sha256}]
-    for o in spec.objects:
-        if o.asset is not None:
-            assets.append({"role": f"object:{o.name}", "id": o.asset.id, "sha256": o.asset.sha256})
-        m = o.material
-        if getattr(m, "type", None) == "pbr":
-            assets.append({"role": f"material:{o.name}", "id": m.material.id, "sha256": m.material.sha256})
     fallbacks = [{"material": r["material"], "reason": r["fallback"]} for r in built.materials if r["fallback"]]
     notes = [{"material": r["material"], "note": n} for r in built.materials for n in r["notes"]]
+    env = {"provenance": "rendered", "height": int(env_shape[0]), "width": int(env_shape[1]),
+           "hdri": spec.light.hdri.id, "strength": spec.light.strength, "stored": "strength * HDRI, linear"}
     return {
-        "schema_version": SCHEMA_VERSION,
-        "source": "synthetic",
-        "clip_id": spec.clip_id,
-        "run_id": job.get("run_id"),
-        "seed": spec.seed,
-        "index": spec.index,
-        "attempt": spec.attempt,
-        "spawn_key": list(spec.spawn_key),
-        "frames": spec.frames,
-        "height": spec.height,
-        "width": spec.width,
-        "fps": spec.fps,
-        "scene_spec": json.loads(spec.to_json()),
-        "assets": assets,
+        **base_metadata(spec, job.get("run_id"), passes, env),
         "renderer": {
             "name": "blender-cycles", "blender_version": bpy.app.version_string, "package_version": dr.__version__,
             "device": device.kind, "device_names": list(device.names), "threads": job["threads"],
@@ -212,12 +193,7 @@ def clip_metadata(spec: SceneSpec, settings: RenderSettings, device, job: dict, 
             "denoiser": settings.denoiser, "cycles_seed": seed0, "cycles_seed_per_frame": "cycles_seed + t",
             "python": platform.python_version(),
         },
-        "passes": {name: {"provenance": "rendered" if name in passes else "missing",
-                          "dtype": str(PASSES[name].dtype), "channels": PASSES[name].channels}
-                   for name in PASSES},
         "depth_units": "metres",
-        "env": {"height": int(env_shape[0]), "width": int(env_shape[1]), "hdri": spec.light.hdri.id,
-                "strength": spec.light.strength, "stored": "strength * HDRI, linear"},
         "material_taps": built.materials,
         "material_fallbacks": fallbacks,
         "material_notes": notes,

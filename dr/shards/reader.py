@@ -8,7 +8,6 @@ Members are read in one sequential pass per shard; arrays are decoded as they ar
 from __future__ import annotations
 
 import json
-import tarfile
 from dataclasses import dataclass, field
 from typing import Container, Iterable, Iterator
 
@@ -16,7 +15,8 @@ import numpy as np
 
 from dr.shards import envmap
 from dr.shards.codec import decode_member
-from dr.shards.schema import PASSES, pass_suffix, split_member
+from dr.shards.schema import PASSES, pass_suffix
+from dr.shards.stream import iter_raw_samples
 from dr.shards.writer import INDEX_NAME, is_shard_name
 
 
@@ -106,26 +106,20 @@ def _assemble(key: str, members: dict[str, object]) -> Sample:
 def iter_shard(url: str, passes: Iterable[str] | None = None, with_env: bool = True,
                keys: Container[str] | None = None) -> Iterator[Sample]:
     """Stream the samples of one shard. ``passes`` limits which passes are decoded (default all);
-    ``keys`` limits which samples are (others are passed over undecoded)."""
+    ``keys`` limits which samples are (others are passed over unread). A malformed or cut-off
+    shard raises ShardFormatError (a ValueError; dr.shards.stream)."""
     import fsspec
 
     want = None if passes is None else set(passes)
-    with fsspec.open(url, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-        key, members = None, {}
-        for info in tar:
-            if not info.isfile():
+
+    def wanted(key: str, suffix: str) -> bool:
+        return (keys is None or key in keys) and _wanted(suffix, want, with_env)
+
+    with fsspec.open(url, "rb") as f:
+        for key, raw in iter_raw_samples(f, want=wanted):
+            if keys is not None and key not in keys:
                 continue
-            k, suffix = split_member(info.name)
-            if keys is not None and k not in keys:
-                continue
-            if k != key:
-                if key is not None:
-                    yield _assemble(key, members)
-                key, members = k, {}
-            if _wanted(suffix, want, with_env):
-                members[suffix] = decode_member(suffix, tar.extractfile(info).read())
-        if key is not None:
-            yield _assemble(key, members)
+            yield _assemble(key, {suffix: decode_member(suffix, data) for suffix, data in raw.items()})
 
 
 def iter_samples(source: str, passes: Iterable[str] | None = None, with_env: bool = True) -> Iterator[Sample]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -23,7 +22,8 @@ from dr.errors import UserError
 from dr.shards.codec import decode_member
 from dr.shards.envmap import HALF_MAX
 from dr.shards.reader import Sample, _assemble
-from dr.shards.schema import PASSES, SCHEMA_VERSION, split_member
+from dr.shards.schema import PASSES, SCHEMA_VERSION
+from dr.shards.stream import StreamProblem, iter_raw_samples
 from dr.shards.writer import INDEX_NAME, is_shard_name
 
 SOURCES = ("synthetic", "real")
@@ -259,9 +259,17 @@ def _camera_problems(sample: Sample, T: int | None) -> list[str]:
 
 
 def _env_problems(sample: Sample) -> list[str]:
+    """The env map: required unless the metadata's env says provenance missing (a dry run's
+    samples; synthetic ones say rendered, real ones estimated; older samples say nothing)."""
     env = sample.env
+    m = sample.meta.get("env") if isinstance(sample.meta, dict) else None
+    prov = m.get("provenance") if isinstance(m, dict) else None
+    if prov is not None and prov not in PROVENANCES:
+        return [f"metadata env.provenance is {prov!r}, expected one of {', '.join(PROVENANCES)}"]
     if env is None:
-        return [f"missing member {sample.key}.env.npy.zst"]
+        return [] if prov == "missing" else [f"missing member {sample.key}.env.npy.zst"]
+    if prov == "missing":
+        return ["env is stored but metadata says it is missing"]
     if not isinstance(env, np.ndarray):
         return ["env is not an array"]
     out = []
@@ -496,44 +504,6 @@ class _HashingReader:
             pass
 
 
-class _TarInfo(tarfile.TarInfo):
-    """Remembers why a stream-mode tar stopped: tarfile ends silently on a broken or missing
-    header after the first one, which would make a truncated shard look whole."""
-
-    @classmethod
-    def fromtarfile(cls, tf):
-        try:
-            return super().fromtarfile(tf)
-        except tarfile.HeaderError as e:
-            tf.dr_stop = e
-            raise
-
-
-def _members(tar: tarfile.TarFile, shard: str, report: Report) -> Iterable[tuple[str, dict[str, bytes]]]:
-    """(key, {suffix: bytes}) per sample, in tar order; members of one key must be contiguous."""
-    key, members = None, {}
-    for info in tar:
-        if not info.isfile():
-            report.problems.append(Problem(shard, key, f"tar entry {info.name!r} is not a regular file"))
-            continue
-        try:
-            k, suffix = split_member(info.name)
-        except ValueError:
-            report.problems.append(Problem(shard, None, f"tar member {info.name!r} is not <key>.<suffix> with a "
-                                                        f"key of [a-z0-9_]+"))
-            continue
-        data = tar.extractfile(info).read()
-        if k != key:
-            if key is not None:
-                yield key, members
-            key, members = k, {}
-        if suffix in members:
-            report.problems.append(Problem(shard, k, f"member {info.name} appears twice"))
-        members[suffix] = data
-    if key is not None:
-        yield key, members
-
-
 def _decode(shard: str, key: str, raw: dict[str, bytes], report: Report) -> Sample | None:
     decoded = {}
     for suffix, data in raw.items():
@@ -552,7 +522,6 @@ def _decode(shard: str, key: str, raw: dict[str, bytes], report: Report) -> Samp
 def _check_shard(t: ShardTarget, seen: dict[str, str], report: Report,
                  on_sample: Callable[[str], None] | None) -> None:
     keys: list[str] = []
-    readable = True
     try:
         opened = t.fs.open(t.path, "rb")
     except Exception as e:  # noqa: BLE001 - gone since it was listed, no permission, network
@@ -560,40 +529,31 @@ def _check_shard(t: ShardTarget, seen: dict[str, str], report: Report,
         return
     with opened as raw:
         f = _HashingReader(raw)
+        found: list[StreamProblem] = []
+        reported = 0
         try:
-            with tarfile.open(fileobj=f, mode="r|", tarinfo=_TarInfo) as tar:
-                for key, raw_members in _members(tar, t.name, report):
-                    if key in seen:
-                        where = "earlier in this shard" if seen[key] == t.name else f"also in {seen[key]}"
-                        report.problems.append(Problem(t.name, key, f"duplicate key ({where})"))
-                    else:
-                        seen[key] = t.name
-                    keys.append(key)
-                    sample = _decode(t.name, key, raw_members, report)
-                    del raw_members
-                    if sample is not None:
-                        report.problems += [Problem(t.name, key, p) for p in sample_problems(sample)]
-                    del sample
-                    report.samples += 1
-                    if on_sample is not None:
-                        on_sample(key)
-                stop = getattr(tar, "dr_stop", None)
-                end_ok = isinstance(stop, tarfile.EOFHeaderError)
-                if end_ok:  # after the first zero block: at least one more, and zero padding only
-                    nonzero = False
-                    while chunk := tar.fileobj.read(1 << 20):
-                        nonzero = nonzero or bool(chunk.strip(b"\0"))
-                    end_ok = not nonzero and tar.fileobj.tell() >= tar.offset + 2 * tarfile.BLOCKSIZE
-                if not end_ok:
-                    readable = False
-                    why = f" ({' '.join(str(stop).split())})" if stop and str(stop) else ""
-                    report.problems.append(Problem(t.name, None, f"tar ends without its end-of-archive blocks at "
-                                                                 f"byte {tar.offset}{why}: truncated or corrupt "
-                                                                 f"after {len(keys)} samples"))
-        except Exception as e:  # noqa: BLE001 - a truncated tar or a bad header is a finding
-            readable = False
-            report.problems.append(Problem(t.name, None, f"cannot be read after {len(keys)} samples: "
-                                                         f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"))
+            for key, raw_members in iter_raw_samples(f, problems=found):
+                report.problems += [Problem(t.name, p.key, p.message) for p in found[reported:]]
+                reported = len(found)
+                if key in seen:
+                    where = "earlier in this shard" if seen[key] == t.name else f"also in {seen[key]}"
+                    report.problems.append(Problem(t.name, key, f"duplicate key ({where})"))
+                else:
+                    seen[key] = t.name
+                keys.append(key)
+                sample = _decode(t.name, key, raw_members, report)
+                del raw_members
+                if sample is not None:
+                    report.problems += [Problem(t.name, key, p) for p in sample_problems(sample)]
+                del sample
+                report.samples += 1
+                if on_sample is not None:
+                    on_sample(key)
+        except Exception as e:  # noqa: BLE001 - the file system failed under the stream: a finding
+            found.append(StreamProblem(None, f"cannot be read after {len(keys)} samples: {type(e).__name__}: "
+                                             f"{' '.join(str(e).split())[:200]}", fatal=True))
+        report.problems += [Problem(t.name, p.key, p.message) for p in found[reported:]]
+        readable = not any(p.fatal for p in found)
         try:
             f.drain()
         except Exception as e:  # noqa: BLE001

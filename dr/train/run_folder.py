@@ -42,6 +42,8 @@ def data_identity(sources: Sequence[str]) -> list[dict]:
         with fsspec.open(index_url, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         first = next(iter_shard(entries[0][0], passes=(), with_env=False), None)
+        if first is not None and first.meta.get("dry_run"):
+            raise UserError(f"--data {src!r} is a dry run (its clips have no pixels); train on a rendered run")
         out.append({"source": src, "index_sha256": digest, "shards": len(entries),
                     "samples": sum(n or 0 for _, n in entries), "frames": first.frames if first else 0})
     return out
