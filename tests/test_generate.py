@@ -224,8 +224,11 @@ def _broken_manifest(tmp_path: Path, builtin_manifest):
     exr = tmp_path / "truncated.exr"
     data = resolve_uri(hdri.uri).read_bytes()
     exr.write_bytes(data[: len(data) // 3])
-    bad_object = objects[0].model_copy(update={"id": "test/broken_glb", "uri": str(glb)})
-    bad_hdri = hdri.model_copy(update={"id": "test/truncated_hdri", "uri": str(exr)})
+    from dr.files import sha256_file
+
+    # their sha256s are their files' (renders check them), as if a probe had let them through
+    bad_object = objects[0].model_copy(update={"id": "test/broken_glb", "uri": str(glb), "sha256": sha256_file(glb)})
+    bad_hdri = hdri.model_copy(update={"id": "test/truncated_hdri", "uri": str(exr), "sha256": sha256_file(exr)})
     records = [*objects, bad_object, hdri, bad_hdri, *builtin_manifest.usable("material")]
     return write_manifest(Manifest(records), tmp_path / "manifest.jsonl")
 

@@ -353,12 +353,12 @@ def compute_stats(store: RunStore, plan: Plan, state: mk.RunState, index: dict) 
     summed in its index entry (written with the shard), so only the done markers of clips not in
     a shard yet (or in a shard indexed before entries carried stats) are read."""
     tally = new_tally()
-    covered: set[int] = set()  # shard numbers (a set of shards, not of keys: memory stays flat)
+    covered = bytearray(plan.shards)  # 1 for a shard whose entry sums its clips: a byte per shard
     for entry in index["shards"]:
         if isinstance(entry.get("stats"), dict):
             merge_tally(tally, entry["stats"])
-            covered.add(int(entry["name"][len("shard-"):-len(".tar")]))
-    rest = sorted(k for k in state.done if plan.shard_of(index_of(k)) not in covered)
+            covered[int(entry["name"][len("shard-"):-len(".tar")])] = 1
+    rest = sorted(k for k in state.done if not covered[plan.shard_of(index_of(k))])
     for rec in mk.iter_done_records(store, rest):
         tally_record(tally, rec)
     q = state.quarantine
