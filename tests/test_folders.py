@@ -236,3 +236,80 @@ def test_build_command_on_folders_then_resume(ambientcg, polyhaven, hdri_folder,
                        on_done=lambda rec, was_reused: reused.append((rec.id, was_reused)))
     assert [i for i, was in reused if not was] == ["ambientcg:Metal032/Metal032_2K-PNG"]
     assert m.get("ambientcg:Metal032/Metal032_2K-PNG").stats["mean"]["roughness"] == pytest.approx(0.4, abs=1e-4)
+
+
+def _object_folder(root: Path, builtin_manifest, cache_dir) -> dict[str, object]:
+    """root/chair/a.glb, root/table/sub/b.glb, root/c.glb (copies of built-in objects) and a
+    broken root/chair/broken.glb; returns {relative path: the built-in record copied}."""
+    import shutil
+
+    from dr.assets_manifest.resolve import resolve_uri
+
+    objs = builtin_manifest.usable("object")[:3]
+    layout = {"chair/a.glb": objs[0], "table/sub/b.glb": objs[1], "c.glb": objs[2]}
+    for rel, rec in layout.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(resolve_uri(rec.uri, cache_dir), root / rel)
+    (root / "chair" / "broken.glb").write_bytes(b"glTF\x02\x00\x00\x00" + os.urandom(500))
+    (root / "chair" / "notes.txt").write_text("not an object")
+    return layout
+
+
+def test_a_plain_folder_of_objects_becomes_a_manifest(builtin_manifest, cache_dir, tmp_path):
+    from dr.assets_manifest.folders import index_objects
+    from dr.assets_manifest.manifest import load_manifest
+    from dr.files import sha256_file
+
+    root = tmp_path / "mine"
+    layout = _object_folder(root, builtin_manifest, cache_dir)
+    recs = {r.id: r for r in index_objects(root)}
+    assert set(recs) == {"objects:mine/chair/a", "objects:mine/chair/broken", "objects:mine/table/sub/b",
+                         "objects:mine/c"}
+    assert {i: r.category for i, r in recs.items()} == {"objects:mine/chair/a": "chair",
+                                                        "objects:mine/chair/broken": "chair",
+                                                        "objects:mine/table/sub/b": "table", "objects:mine/c": None}
+    out = tmp_path / "mine.jsonl"
+    r = run_cli("assets", "build", "--objects", str(root), "--object-license", "CC-BY-4.0", "--out", str(out),
+                "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    m = load_manifest(out)
+    assert len(m) == 4 and m.get("objects:mine/chair/broken").status == "quarantined"
+    for rel, src in layout.items():
+        got = m.get(f"objects:mine/{rel[:-4]}")
+        assert got.status == "ok" and got.license == "CC-BY-4.0" and got.source == "object-folder"
+        assert got.sha256 == sha256_file(root / rel) == src.sha256
+        # the probe measures the file as the built-in manifest's probe measured the same bytes
+        assert np.allclose(got.stats["bounds_zup"], src.stats["bounds_zup"])
+    r = run_cli("assets", "build", "--objects", str(tmp_path / "nothing"), "--out", str(out))
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_merge_combines_manifests_and_applies_a_runs_quarantine(builtin_manifest, cache_dir, tmp_path):
+    from dr.assets_manifest.manifest import Manifest, load_manifest, write_manifest
+
+    root = tmp_path / "mine"
+    _object_folder(root, builtin_manifest, cache_dir)
+    mine = tmp_path / "mine.jsonl"
+    assert run_cli("assets", "build", "--objects", str(root), "--out", str(mine)).returncode == 0
+    base = tmp_path / "builtin.jsonl"
+    write_manifest(builtin_manifest, base)
+    bad = builtin_manifest.usable("hdri")[0]
+    quarantine = tmp_path / "quarantine.jsonl"  # what a run writes for an asset it found bad
+    write_manifest(Manifest([bad.quarantine("cannot decode the HDRI: truncated")]), quarantine)
+    out = tmp_path / "all.jsonl"
+    r = run_cli("assets", "merge", str(base), str(mine), str(quarantine), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    merged = load_manifest(out)
+    assert len(merged) == len(builtin_manifest) + 4
+    assert merged.get(bad.id).status == "quarantined" and "truncated" in merged.get(bad.id).reason
+    assert merged.get("objects:mine/c").status == "ok"
+    assert len(merged.usable("hdri")) == len(builtin_manifest.usable("hdri")) - 1
+    # the same id for another file is refused, naming it; so is writing over an input
+    other = builtin_manifest.usable("object")[0]
+    clash = tmp_path / "clash.jsonl"
+    write_manifest(Manifest([other.model_copy(update={"sha256": "f" * 64})]), clash)
+    r = run_cli("assets", "merge", str(base), str(clash), "--out", str(tmp_path / "x.jsonl"))
+    assert r.returncode == 2 and other.id in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+    r = run_cli("assets", "merge", str(base), str(mine), "--out", str(mine))
+    assert r.returncode == 2 and "one of the inputs" in r.stderr

@@ -99,3 +99,25 @@ def index_hdris(root: str | Path, license: str = "unknown") -> list[AssetRecord]
         out.append(AssetRecord(id=_safe(f"hdri:{rel}"), kind="hdri", source="hdri-folder", uri=str(p),
                                license=license, category=p.stem))
     return out
+
+
+OBJECT_SUFFIXES = (".glb", ".gltf")
+
+
+def index_objects(root: str | Path, license: str = "unknown") -> list[AssetRecord]:
+    """One unprobed record per .glb/.gltf file under ``root`` (recursively): a team's own
+    assets, an Objaverse-XL download, any plain folder. The category is the name of the first
+    sub-folder a file is in (``root/chair/a.glb`` -> chair; files directly in ``root`` have
+    none); the id is ``objects:<root name>/<path without suffix>``. For a .gltf the manifest's
+    sha256 is that of the .gltf file (its buffers and textures are read at render time)."""
+    root = require_dir(root, "objects")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in OBJECT_SUFFIXES)
+    if not files:
+        raise UserError(f"no .glb or .gltf files under {str(root)!r}")
+    out = []
+    for p in files:
+        rel = p.relative_to(root)
+        category = rel.parts[0] if len(rel.parts) > 1 else None
+        out.append(AssetRecord(id=_safe(f"objects:{root.name}/{rel.with_suffix('').as_posix()}"), kind="object",
+                               source="object-folder", uri=str(p), license=license, category=category))
+    return out

@@ -153,3 +153,26 @@ def load_manifest(path: str | Path, allow_empty: bool = False) -> Manifest:
     if not records and not allow_empty:
         raise UserError(f"manifest {str(path)!r} lists no assets; build one with `dr-data assets build`")
     return Manifest(records, path=path)
+
+
+def merge_manifests(manifests: list[Manifest]) -> Manifest:
+    """One manifest from several (a run draws from one). An id listed by several must be the same
+    asset (the same kind, uri and sha256: else UserError naming it); where one of them is
+    quarantined, the quarantine wins, so a run's quarantine.jsonl merged into its source manifest
+    marks those assets in it."""
+    merged: dict[str, AssetRecord] = {}
+    where: dict[str, str] = {}
+    for m in manifests:
+        name = str(m.path) if m.path else "a manifest"
+        for r in m.records:
+            have = merged.get(r.id)
+            if have is None:
+                merged[r.id], where[r.id] = r, name
+                continue
+            if (have.kind, have.uri) != (r.kind, r.uri) or (have.sha256 and r.sha256 and have.sha256 != r.sha256):
+                raise UserError(f"asset {r.id!r} is a different asset in {where[r.id]} and {name} "
+                                f"(uri {have.uri} / {r.uri}, sha256 {have.sha256[:12]} / {r.sha256[:12]}); "
+                                f"rename one of them or drop one manifest")
+            if r.status == "quarantined" and have.status == "ok":
+                merged[r.id] = have.quarantine(r.reason or "quarantined")
+    return Manifest(merged.values())

@@ -59,9 +59,13 @@ def build(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="keep at most N Objaverse objects, spread over categories", show_default=False)] = None,
     materials: Annotated[Optional[list[Path]], typer.Option("--materials", help="folder of PBR texture sets "
                          "(ambientCG or Poly Haven names); repeatable", show_default=False)] = None,
+    objects: Annotated[Optional[list[Path]], typer.Option("--objects", help="folder of .glb/.gltf files (your own "
+                       "assets, an Objaverse-XL download); category = the sub-folder a file is in; repeatable",
+                       show_default=False)] = None,
     hdris: Annotated[Optional[list[Path]], typer.Option("--hdris", help="folder of .exr/.hdr equirectangular maps; repeatable", show_default=False)] = None,
     hdri_license: Annotated[str, typer.Option("--hdri-license", help="licence recorded for HDRIs from --hdris")] = "unknown",
     material_license: Annotated[str, typer.Option("--material-license", help="licence recorded for --materials sets")] = "CC0-1.0",
+    object_license: Annotated[str, typer.Option("--object-license", help="licence recorded for --objects files")] = "unknown",
     out: OutOpt = None,
     cache_dir: CacheOpt = None,
     workers: WorkersOpt = None,
@@ -72,21 +76,24 @@ def build(
     print_config: PrintConfigOpt = False,
 ) -> None:
     """Index assets, probe each one in parallel (bad ones are quarantined with a reason, never
-    fatal) and write one manifest. Running it again reuses the probes of unchanged files."""
+    fatal) and write one manifest. Sources combine: give any of them together (a run draws from
+    one manifest; `dr-data assets merge` combines manifests already built). Running it again
+    reuses the probes of unchanged files."""
     from dr.assets_manifest.build import AssetsBuildConfig, builtin_manifest_path
     from dr.assets_manifest.builtin.library import builtin_candidates
-    from dr.assets_manifest.folders import index_hdris, index_materials
+    from dr.assets_manifest.folders import index_hdris, index_materials, index_objects
     from dr.assets_manifest.objaverse import index_objaverse
     from dr.cache import cache_dir as resolve_cache
     from dr.cli.progress import console
 
     cfg = effective_config(AssetsBuildConfig, None, config, _with_probe_overrides(set_, workers, timeout, max_triangles),
                            print_config)
-    if not (builtin or objaverse_cache or materials or hdris):
-        raise UserError("nothing to build: give --builtin, --objaverse-cache DIR, --materials DIR or --hdris DIR")
+    if not (builtin or objaverse_cache or objects or materials or hdris):
+        raise UserError("nothing to build: give --builtin, --objaverse-cache DIR, --objects DIR, --materials DIR "
+                        "or --hdris DIR")
     cache = resolve_cache(cache_dir)
     if out is None:
-        if not builtin or objaverse_cache or materials or hdris:
+        if not builtin or objaverse_cache or objects or materials or hdris:
             raise UserError("--out FILE is required unless only --builtin is given")
         out = builtin_manifest_path(cache, cfg)
     out = writable_file(out, "manifest.jsonl")
@@ -102,6 +109,8 @@ def build(
         if not recs:
             raise UserError(f"no downloaded objects to index in {str(objaverse_cache)!r}")
         candidates += recs
+    for folder in objects or []:
+        candidates += index_objects(folder, license=object_license)
     for folder in materials or []:
         candidates += index_materials(folder, license=material_license)
     for folder in hdris or []:
@@ -151,6 +160,28 @@ def objaverse(
     if not recs:
         raise UserError(f"no objects were downloaded into {root}")
     _build_and_report(recs, cfg, out, cache)
+
+
+@app.command("merge")
+def merge(
+    manifests: Annotated[list[Path], typer.Argument(help="manifest files (JSON lines) to combine; a run's "
+                                                         "quarantine.jsonl too", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="manifest file to write (JSON lines)")],
+) -> None:
+    """Combine manifests into one (a run draws from one manifest). An asset listed twice must be
+    the same file (same uri and sha256), else it is an error naming it; a quarantined copy wins,
+    so merging a run's quarantine.jsonl marks its bad assets. Nothing is probed again."""
+    from dr.assets_manifest.manifest import load_manifest, merge_manifests, write_manifest
+    from dr.cli.progress import console
+
+    out = writable_file(out, "manifest.jsonl")
+    if out.resolve() in {m.expanduser().resolve() for m in manifests}:
+        raise UserError(f"--out {str(out)!r} is one of the inputs; write the merge to a new file")
+    merged = merge_manifests([load_manifest(m) for m in manifests])
+    write_manifest(merged, out)
+    s = merged.summary()
+    console.print(f"[bold green]wrote[/] {out}: {s['assets']} assets from {len(manifests)} manifests, {s['ok']} ok, "
+                  f"{s['quarantined']} quarantined", soft_wrap=True)
 
 
 @app.command("show")
