@@ -233,3 +233,55 @@ def test_cli_exports_and_refuses_bad_input_in_one_line(run_dir, tmp_path, capsys
         lines = cap.err.strip().splitlines()
         assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], (argv, cap.err)
     assert not (tmp_path / "missing_run").exists()
+
+
+def _official_groups(out, mode: str, extensions=(".png", ".jpg", ".jpeg", ".gif", ".tiff", ".bmp")):
+    """How the official DiffusionRenderer scripts group an input folder (facts read in their code,
+    nv-tlabs/diffusion-renderer utils_rgbx_inference.py and the Cosmos dataset_inference.py): every
+    file whose lower-cased name ends with one of ``extensions``; "folder" mode: one video per
+    folder; "webdataset": one per path up to the first dot of the file name; frames sorted."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out).as_posix()
+        if not p.is_file() or not rel.lower().endswith(tuple(extensions)):
+            continue
+        key = os.path.dirname(rel) if mode == "folder" else re.match(r"^((?:.*/|)[^.]+)[.]([^/]*)$", rel).group(1)
+        groups.setdefault(key, []).append(rel)
+    return {k: sorted(v) for k, v in groups.items()}
+
+
+def test_export_for_the_official_scripts(tmp_path):
+    """--for svd: every chunk holds exactly 24 frames of every pass (SVD's forward renderer indexes
+    24 and has no padding), a short clip's last frame repeated and counted; the inverse renderers'
+    folder grouping with the extension .rgb.png sees the clip's rgb frames in order; --for cosmos
+    cuts long clips into 57-frame chunks."""
+    write_run(tmp_path / "run", keys=("clip_s",), T=5)
+    out = tmp_path / "svd"
+    rc = run_app("export", str(tmp_path / "run"), "--out", str(out), "--for", "svd")
+    assert rc == 0
+    fwd = _official_groups(out, "webdataset")
+    assert list(fwd) == ["clip_s/0000"]
+    for label in ("basecolor", "normal", "depth", "roughness", "metallic"):
+        files = [f for f in fwd["clip_s/0000"] if f".{label}." in f]
+        assert len(files) == 24, label  # what inference_svd_xrgb.py indexes
+        assert np.array_equal(png(out / files[23]), png(out / files[4]))  # padding: the last real frame
+        assert not np.array_equal(png(out / files[4]), png(out / files[3])) or label in ("depth", "normal")
+    rec = json.loads((out / "export.json").read_text())
+    assert rec["clips"][0]["chunks"] == [{"chunk": 0, "frames": 5, "padded": 19}]
+    assert rec["settings"]["pad_to"] == 24 and rec["settings"]["env_size"] == [512, 512]
+    inv = _official_groups(out, "folder", extensions=(".rgb.png",))
+    assert list(inv) == ["clip_s"] and len(inv["clip_s"]) == 24
+    assert inv["clip_s"][:5] == [f"clip_s/0000.{t:04d}.rgb.png" for t in range(5)]
+    # without the extension their folder grouping mixes every pass into one "video"
+    assert len(_official_groups(out, "folder")["clip_s"]) == 24 * 8
+
+    write_run(tmp_path / "long", keys=("clip_l",), T=60)
+    out = tmp_path / "cosmos"
+    assert run_app("export", str(tmp_path / "long"), "--out", str(out), "--for", "cosmos") == 0
+    fwd = _official_groups(out, "webdataset")
+    assert list(fwd) == ["clip_l/0000", "clip_l/0001"]
+    assert [len([f for f in v if ".basecolor." in f]) for v in fwd.values()] == [57, 3]
+    rc = run_app("export", str(tmp_path / "long"), "--out", str(tmp_path / "x"), "--for", "sd")
+    assert rc == 2

@@ -29,6 +29,15 @@ Each clip is written into ``OUT/<clip>.partial/``, its record into ``OUT/.export
 the folder is renamed to ``OUT/<clip>``: a clip folder is complete or absent, and running again skips
 the complete ones (and replaces leftover ``.partial`` folders). ``export.json`` is rewritten from the
 records at the end of every run.
+
+The official scripts, as read in their code (nv-tlabs/diffusion-renderer at 8fcf005 and
+nv-tlabs/cosmos1-diffusion-renderer at a164852, June 2025; README "Exporting for the official code"):
+their inverse renderers group files by folder unless told the rgb frames' extension (``.rgb.png``);
+SVD's forward renderer indexes exactly ``inference_n_frames`` (24) files per pass and chunk, with no
+padding; Cosmos runs chunks of 57 frames (8n+1 accepted) and pads or cuts a chunk to that; both
+forward renderers take their lighting from HDR files, never from env_ldr/env_log. ``TARGETS`` holds
+the settings that fit each (``dr-data export --for svd|cosmos``): padded frames repeat the chunk's
+last frame and are counted in export.json (``chunks[].padded``), so they can be dropped afterwards.
 """
 
 from __future__ import annotations
@@ -80,11 +89,23 @@ class ExportSettings:
     format: str = "diffusion-renderer"
     chunk_frames: int = 0  # frames per chunk; 0: the whole clip is chunk 0000
     env_size: tuple[int, int] | None = None  # (h, w) of env_ldr/env_log; None: the frame's size
+    pad_to: int = 0  # a chunk shorter than this is padded with copies of its last frame; 0: never
 
     def as_json(self) -> dict:
         d = asdict(self)
         d["env_size"] = list(self.env_size) if self.env_size else None
+        if not self.pad_to:
+            del d["pad_to"]  # as exports written before padding existed recorded it
         return d
+
+
+# what the official scripts need (see the module docstring): SVD's forward renderer reads exactly
+# its 24 frames per chunk (fewer: IndexError); the Cosmos model runs 57-frame chunks (it pads a
+# shorter one itself and cuts a longer one to its first 57)
+TARGETS = {
+    "svd": {"chunk_frames": 24, "pad_to": 24, "env_size": (512, 512)},
+    "cosmos": {"chunk_frames": 57, "pad_to": 0, "env_size": None},
+}
 
 
 @dataclass
@@ -182,8 +203,16 @@ def export_clip(sample: Sample, dest: Path, settings: ExportSettings = ExportSet
     with_env = sample.env is not None and sample.cam_to_env is not None
     eh, ew = settings.env_size or (H, W)
 
-    def write_frame(t: int) -> int:
-        c, f = chunk_of(t, settings.chunk_frames)
+    per_chunk = settings.chunk_frames if settings.chunk_frames > 0 else T
+    chunks = [(c, min(per_chunk, T - c * per_chunk)) for c in range(-(-T // per_chunk))]
+    # (clip frame, chunk, frame in chunk) of every file set written: the clip's frames, then the
+    # copies of a short chunk's last frame that pad it to settings.pad_to
+    frames = [(t, *chunk_of(t, settings.chunk_frames)) for t in range(T)]
+    for c, n in chunks:
+        frames += [(c * per_chunk + n - 1, c, f) for f in range(n, settings.pad_to)]
+
+    def write_frame(job: tuple[int, int, int]) -> int:
+        t, c, f = job
         for name, arr in encoded.items():
             _save_png(dest / file_name(c, f, name), arr[t])
         n = len(encoded)
@@ -195,14 +224,14 @@ def export_clip(sample: Sample, dest: Path, settings: ExportSettings = ExportSet
         return n
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        files = sum(pool.map(write_frame, range(T)))
-    per_chunk = settings.chunk_frames if settings.chunk_frames > 0 else T
+        files = sum(pool.map(write_frame, frames))
     return {
         "clip": sample.key,
         "run_id": sample.meta.get("run_id"),
         "source": sample.meta.get("source"),
         "frames": T, "height": H, "width": W,
-        "chunks": [{"chunk": c, "frames": min(per_chunk, T - c * per_chunk)} for c in range(-(-T // per_chunk))],
+        "chunks": [{"chunk": c, "frames": n, **({"padded": settings.pad_to - n} if settings.pad_to > n else {})}
+                   for c, n in chunks],
         "passes": list(encoded) + (list(ENV_PASSES) if with_env else []),
         "env_size": [eh, ew] if with_env else None,
         "depth": depth,
