@@ -144,6 +144,7 @@ def _write_raw(path: str, record: dict) -> None:
 
 def child_mkrun(n: int, d: Path) -> dict:
     """A finished run folder of n clips (preset paper), as a real run would leave it."""
+    from dr.pipeline import engine
     from dr.pipeline import generate as g
     from dr.pipeline import markers as mk
     from dr.pipeline.plan import Plan
@@ -160,7 +161,7 @@ def child_mkrun(n: int, d: Path) -> dict:
     rng = random.Random(0)
     markers = store.local_path(mk.MARKERS)
     failed = 0
-    tallies = [g.new_tally() for _ in range(plan.shards)]  # what the driver puts in each index entry
+    tallies = [engine.new_tally() for _ in range(plan.shards)]  # what the driver puts in each index entry
     for i in range(n):
         key = plan.key(i)
         tally = tallies[plan.shard_of(i)]
@@ -175,15 +176,15 @@ def child_mkrun(n: int, d: Path) -> dict:
         else:
             rec = _done_record(key, i, 0, [], rng)
         _write_raw(f"{markers}/{key}.done.json", rec)
-        g.tally_record(tally, rec)
+        engine.tally_record(tally, rec)
     index = {"schema_version": 1, "shards": []}
     for s in range(plan.shards):
         keys = [plan.key(i) for i in plan.shard_indices(s)]
         index["shards"].append({"name": shard_name(s), "samples": len(keys), "bytes": len(keys) * 65 * 2**20,
                                 "sha256": f"{rng.getrandbits(256):064x}", "keys": keys, "stats": tallies[s]})
-    g.write_index(store, index)
-    store.write_text(g.STATS_JSON, "{}\n")
-    g._heartbeat(store, ended=True)
+    engine.write_index(store, index)
+    store.write_text(engine.STATS_JSON, "{}\n")
+    engine.heartbeat(store, ended=True)
     return {"s": time.perf_counter() - t0, "done": n, "failed": failed,
             "marker_bytes": sum(e.stat().st_size for e in os.scandir(markers)),
             "plan_bytes": store.local_path("plan").stat().st_size}
@@ -210,7 +211,7 @@ def child_plan(n: int, d: Path) -> dict:
 def child_scan(n: int, d: Path) -> dict:
     """markers.scan; then, with its state still held, read_index (index.json lists every key)."""
     from dr.pipeline import markers as mk
-    from dr.pipeline.generate import read_index
+    from dr.pipeline.engine import read_index
     from dr.pipeline.run_store import RunStore
 
     store = RunStore(d)
@@ -222,7 +223,7 @@ def child_scan(n: int, d: Path) -> dict:
 
 def child_stats(n: int, d: Path) -> dict:
     from dr.pipeline import markers as mk
-    from dr.pipeline.generate import compute_stats, read_index
+    from dr.pipeline.engine import compute_stats, read_index
     from dr.pipeline.plan import Plan
     from dr.pipeline.run_store import RunStore
 
@@ -285,19 +286,21 @@ def _timed(module, names: list[str], into: dict) -> None:
 def child_resume(n: int, d: Path, lose_last_shard: bool) -> dict:
     """`generate` on the finished synthetic run d (the in-process executor, tasks stood in for); with ``lose_last_shard`` the
     last shard, its index entry and its clips' done markers are removed first (not timed)."""
+    from dr.pipeline import engine
     from dr.pipeline import generate as g
     from dr.pipeline import markers as mk
     from dr.pipeline.run_store import RunStore
 
     store = RunStore(d)
     if lose_last_shard:
-        index = g.read_index(store)
+        index = engine.read_index(store)
         last = index["shards"].pop()
         store.remove([mk.done_name(k) for k in last["keys"]])
-        g.write_index(store, index)
+        engine.write_index(store, index)
         del index
     parts: dict[str, list] = {}
-    _timed(g, ["inspect", "commit", "cleanup_leftovers", "compute_stats", "write_index"], parts)
+    _timed(g, ["inspect", "commit", "cleanup_leftovers", "compute_stats"], parts)
+    _timed(engine, ["write_index"], parts)
     _timed(mk, ["scan"], parts)
     req = _request(n, d)
     with Meter() as m:
@@ -309,10 +312,12 @@ def child_resume(n: int, d: Path, lose_last_shard: bool) -> dict:
 def child_drive(n: int, d: Path) -> dict:
     """A fresh dry run of n clips through `generate` on the in-process executor, the tasks stood in for: the
     driver's own cost (scheduling, bookkeeping, index writes)."""
+    from dr.pipeline import engine
     from dr.pipeline import generate as g
 
     parts: dict[str, list] = {}
-    _timed(g, ["write_index", "compute_stats"], parts)
+    _timed(engine, ["write_index"], parts)
+    _timed(g, ["compute_stats"], parts)
     req = _request(n, d / f"drive-{n}", preset="tiny", dry_run=True)
     with Meter() as m:
         rep = g.generate(req, executor=_stand_in_executor(write_markers=False))
@@ -371,16 +376,16 @@ def run_cli(n: int, out: Path, env: dict, *extra: str) -> dict:
 def lose_half(out: Path) -> int:
     """Every other shard of a finished run is lost: its file, index entry and clips' done markers
     (as if the driver had died before assembling them). Returns the number of clips lost."""
-    from dr.pipeline import generate as g
+    from dr.pipeline import engine
     from dr.pipeline import markers as mk
     from dr.pipeline.run_store import RunStore
 
     store = RunStore(out)
-    index = g.read_index(store)
+    index = engine.read_index(store)
     lost = [s for k, s in enumerate(index["shards"]) if k % 2 == 1]
     index["shards"] = [s for k, s in enumerate(index["shards"]) if k % 2 == 0]
     store.remove([f"shards/{s['name']}" for s in lost] + [mk.done_name(k) for s in lost for k in s["keys"]])
-    g.write_index(store, index)
+    engine.write_index(store, index)
     return sum(s["samples"] for s in lost)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import run_cli
 from dr.config import resolve_config
+from dr.pipeline import engine
 from dr.pipeline import generate as g
 from dr.pipeline.config import GenerateConfig
 from dr.pipeline.executor import InProcessExecutor, TaskFailed, TaskKind, TaskLost
@@ -131,7 +132,7 @@ def test_the_heartbeat_goes_on_while_a_task_runs_in_the_drivers_process(tmp_path
     not stop the heartbeat: a second driver would take the run for dead."""
     from dr.pipeline.clip_task import run_clips
 
-    monkeypatch.setattr(g, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(engine, "HEARTBEAT_S", 0.1)
     out = tmp_path / "run"
     seen: list[float] = []
 
@@ -139,7 +140,7 @@ def test_the_heartbeat_goes_on_while_a_task_runs_in_the_drivers_process(tmp_path
         t_end = time.monotonic() + 1.5
         while time.monotonic() < t_end:
             try:
-                seen.append(json.loads((out / g.DRIVER_JSON).read_text())["updated"])
+                seen.append(json.loads((out / engine.DRIVER_JSON).read_text())["updated"])
             except (OSError, ValueError):
                 pass
             time.sleep(0.02)
@@ -148,7 +149,7 @@ def test_the_heartbeat_goes_on_while_a_task_runs_in_the_drivers_process(tmp_path
     rep = g.generate(request(out), executor=InProcessExecutor(stand_ins={"clip": slow}))
     assert rep.done == N
     assert len(set(seen)) >= 5, f"{len(set(seen))} heartbeats in 1.5 s at 0.1 s"
-    last = json.loads((out / g.DRIVER_JSON).read_text())
+    last = json.loads((out / engine.DRIVER_JSON).read_text())
     assert last["ended"] is True  # written after the thread stopped, never overwritten by it
 
 
@@ -163,7 +164,7 @@ def test_stats_come_from_the_index_not_from_every_marker(tmp_path):
     out = tmp_path / "run"
     g.generate(request(out), executor=InProcessExecutor())
     store = RunStore(out)
-    index = g.read_index(store)
+    index = engine.read_index(store)
     assert all(e["stats"]["clips"] == e["samples"] == K for e in index["shards"])
     run = json.loads((out / "run.json").read_text())
     plan = Plan(run["n"], run["seed"], run["clips_per_shard"], run["identity_hash"])
@@ -177,10 +178,10 @@ def test_stats_come_from_the_index_not_from_every_marker(tmp_path):
 
     mk.iter_done_records = counting
     try:
-        from_index = g.compute_stats(store, plan, state, index)
+        from_index = engine.compute_stats(store, plan, state, index)
         for e in index["shards"]:
             del e["stats"]  # an index written before entries carried stats
-        from_markers = g.compute_stats(store, plan, state, index)
+        from_markers = engine.compute_stats(store, plan, state, index)
     finally:
         mk.iter_done_records = real
     assert read == [0, N]

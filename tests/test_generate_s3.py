@@ -80,7 +80,7 @@ def test_an_s3_run_is_claimed_by_a_conditional_put(s3_env, monkeypatch):
     import time
 
     from dr.errors import UserError
-    from dr.pipeline import generate as g
+    from dr.pipeline import engine
     from dr.pipeline.claim import claim_object_store
     from dr.pipeline.run_store import RunStore
 
@@ -89,7 +89,7 @@ def test_an_s3_run_is_claimed_by_a_conditional_put(s3_env, monkeypatch):
     store = RunStore(f"s3://{BUCKET}/runs/claimed")
 
     def alive(holder):
-        return g._remote_holder_alive(store, holder)
+        return engine.remote_holder_alive(store, holder)
 
     for trial in range(3):
         store = RunStore(f"s3://{BUCKET}/runs/claimed-{trial}")
@@ -114,17 +114,17 @@ def test_an_s3_run_is_claimed_by_a_conditional_put(s3_env, monkeypatch):
     with pytest.raises(UserError, match="being generated"):
         claim_object_store(store, alive)
     # it ended (its last heartbeat says so): taken over with the next generation
-    g._heartbeat(store, ended=True)
+    engine.heartbeat(store, ended=True)
     assert claim_object_store(store, alive) == "driver.lock.1"
     # a holder on another host that claimed long ago and whose heartbeat is stale: taken over
-    stale = {"pid": 1, "host": "gone-host", "claimed": time.time() - 10 * g.STALE_S, "token": "x"}
+    stale = {"pid": 1, "host": "gone-host", "claimed": time.time() - 10 * engine.STALE_S, "token": "x"}
     store.fs.pipe_file(store.path("driver.lock.2"), json.dumps(stale).encode(), mode="create")
-    store.write_text(g.DRIVER_JSON, json.dumps({"pid": 1, "host": "gone-host", "updated": time.time() - 10 * g.STALE_S,
+    store.write_text(engine.DRIVER_JSON, json.dumps({"pid": 1, "host": "gone-host", "updated": time.time() - 10 * engine.STALE_S,
                                                 "ended": False}))
     assert claim_object_store(store, alive) == "driver.lock.3"
     # and one that beats: refused
-    live = {"pid": 2, "host": "busy-host", "claimed": time.time() - 10 * g.STALE_S, "token": "y"}
+    live = {"pid": 2, "host": "busy-host", "claimed": time.time() - 10 * engine.STALE_S, "token": "y"}
     store.fs.pipe_file(store.path("driver.lock.4"), json.dumps(live).encode(), mode="create")
-    store.write_text(g.DRIVER_JSON, json.dumps({"pid": 2, "host": "busy-host", "updated": time.time(), "ended": False}))
+    store.write_text(engine.DRIVER_JSON, json.dumps({"pid": 2, "host": "busy-host", "updated": time.time(), "ended": False}))
     with pytest.raises(UserError, match="pid 2 on busy-host"):
         claim_object_store(store, alive)

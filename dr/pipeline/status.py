@@ -8,7 +8,7 @@ from collections import Counter
 
 from dr.errors import UserError
 from dr.pipeline import markers as mk
-from dr.pipeline.generate import DRIVER_JSON, RUN_JSON, STALE_S, STATS_JSON, lost_keys, read_index
+from dr.pipeline.engine import DRIVER_JSON, RUN_JSON, STALE_S, STATS_JSON, lost_keys, read_index
 from dr.pipeline.plan import Plan
 from dr.pipeline.run_store import RunStore
 
