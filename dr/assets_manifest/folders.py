@@ -87,12 +87,18 @@ def index_materials(root: str | Path, license: str = "CC0-1.0") -> list[AssetRec
     return out
 
 
+def _files_under(root: str | Path, what: str, suffixes) -> tuple[Path, list[Path]]:
+    """(root, the files under it with one of ``suffixes``, sorted); UserError when there are none."""
+    root = require_dir(root, what)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise UserError(f"no {' or '.join(suffixes)} files under {str(root)!r}")
+    return root, files
+
+
 def index_hdris(root: str | Path, license: str = "unknown") -> list[AssetRecord]:
     """One unprobed record per .exr/.hdr file under ``root`` (recursively)."""
-    root = require_dir(root, "HDRI")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in HDR_SUFFIXES)
-    if not files:
-        raise UserError(f"no .exr or .hdr files under {str(root)!r}")
+    root, files = _files_under(root, "HDRI", HDR_SUFFIXES)
     out = []
     for p in files:
         rel = p.relative_to(root).as_posix()
@@ -110,10 +116,7 @@ def index_objects(root: str | Path, license: str = "unknown") -> list[AssetRecor
     sub-folder a file is in (``root/chair/a.glb`` -> chair; files directly in ``root`` have
     none); the id is ``objects:<root name>/<path without suffix>``. For a .gltf the manifest's
     sha256 is that of the .gltf file (its buffers and textures are read at render time)."""
-    root = require_dir(root, "objects")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in OBJECT_SUFFIXES)
-    if not files:
-        raise UserError(f"no .glb or .gltf files under {str(root)!r}")
+    root, files = _files_under(root, "objects", OBJECT_SUFFIXES)
     out = []
     for p in files:
         rel = p.relative_to(root)

@@ -49,7 +49,8 @@ def generate(
     clips. Progress, then a summary of what was made and where."""
     from dr.cli.progress import builtin_manifest_progress, console, run_progress
     from dr.pipeline.config import GenerateConfig
-    from dr.pipeline.generate import Request, RunAborted, generate as run_generate
+    from dr.pipeline.engine import RunAborted
+    from dr.pipeline.generate import Request, generate as run_generate
 
     sets = with_device(set_, device)
     cfg = effective_config(GenerateConfig, preset, config, sets, print_config)

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from dr.errors import UserError
 from dr.files import nearest_existing
@@ -32,7 +32,7 @@ from dr.pipeline import markers as mk
 from dr.pipeline.claim import pid_alive
 from dr.pipeline.executor import Executor, TaskFailed, TaskKind, TaskLost
 from dr.pipeline.plan import Plan, index_of
-from dr.pipeline.run_store import RunStore, is_storage_error
+from dr.pipeline.run_store import RunStore, StorageError, is_storage_error
 from dr.shards.writer import INDEX_NAME, finish_index, shard_name
 
 RUN_JSON = "run.json"
@@ -550,3 +550,192 @@ class Driver:
         self._progress()
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# a job's session
+
+
+class Job(Protocol):
+    """What a job gives ``run_job`` (dr.pipeline.generate.GenerateJob is the first).
+
+    Attributes: ``run`` (its RunSettings), ``cache_dir``, ``ray_address``, ``workers``,
+    ``device`` (auto, optix, cuda, cpu), ``dry_run``. ``inspect()`` checks the request against
+    the run folder and writes nothing; it returns a setup with ``store``, ``existing`` (run.json
+    or None), ``plan``, ``claimed`` and ``device_kind`` (the engine sets the last two).
+    ``commit(setup)`` writes run.json, the job's inputs and the plan, and returns run.json.
+    ``tasks(setup, run_json, resources)`` is what the driver runs; ``finish(store, state)``
+    writes what the job keeps of a session (its quarantine)."""
+
+    run: object
+    cache_dir: Path | None
+    ray_address: str | None
+    workers: int | None
+    device: str
+    dry_run: bool
+
+    def inspect(self): ...
+
+    def commit(self, setup) -> dict: ...
+
+    def tasks(self, setup, run_json: dict, resources) -> JobTasks: ...
+
+    def finish(self, store: RunStore, state: mk.RunState) -> None: ...
+
+
+@dataclass
+class Report:
+    run: str
+    planned: int
+    done: int
+    lost: list[str]
+    shards: int
+    bytes: int
+    session_done: int
+    session_s: float
+    failed_attempts: int
+    retries: int
+    quarantine: dict[str, str]
+    resources: str
+    stats: dict
+
+
+def run_job(job: Job, on_progress: Callable[[Progress], None] | None = None,
+            on_note: Callable[[str], None] | None = None,
+            on_start: Callable[[str, Plan, mk.RunState], None] | None = None,
+            executor: Executor | None = None) -> Report:
+    """One session of ``job`` on its run folder: inspect, claim (before anything is written or
+    started), start Ray (or use ``executor``), check the device kind, commit, then drive the
+    tasks under a heartbeat until every shard is written or the run stops; write the stats and
+    the job's record of the session; release the claim. Returns what the run holds. Raises
+    UserError on bad input and RunAborted when the run cannot be completed."""
+    from dr.assets_manifest.build import available_cpus
+    from dr.cache import cache_dir as resolve_cache
+    from dr.pipeline import ray_cluster
+    from dr.pipeline.config import device_change, device_kind
+    from dr.pipeline.executor import RayExecutor
+
+    cache = resolve_cache(job.cache_dir)
+    setup = job.inspect()
+    store, plan = setup.store, setup.plan
+    if setup.existing is not None:
+        state = mk.scan(store)
+        index = read_index(store)
+        if len(index["shards"]) == plan.shards:
+            # every shard is written: nothing left to do, so no Ray and no writes
+            return Report(run=store.url, planned=plan.n, done=index.get("samples", 0),
+                          lost=lost_keys(plan, index, state, job.run.max_attempts), shards=len(index["shards"]),
+                          bytes=sum(s["bytes"] for s in index["shards"]), session_done=0, session_s=0.0,
+                          failed_attempts=state.failed_attempts, retries=state.retries, quarantine=state.quarantine,
+                          resources="nothing to do", stats=json.loads(store.read_text(STATS_JSON))
+                          if store.exists(STATS_JSON) else {})
+        del state, index  # read again once the run is claimed; two copies of every key would be held meanwhile
+    local_run = store.local_path() if store.local else None
+    fresh = local_run is not None and not local_run.exists()
+    lock = remote_lock = None
+    if local_run is not None:
+        from dr.pipeline.claim import claim
+
+        try:  # before anything is written or started: of drivers started at once, one goes on
+            lock = claim(local_run, lambda: heartbeat_age(store), STALE_S)
+        except OSError as e:
+            raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
+    elif store.object_store:
+        from dr.pipeline.claim import claim_object_store
+
+        try:  # a conditional put where the store offers one; else commit's heartbeat check decides
+            remote_lock = claim_object_store(store, lambda holder: remote_holder_alive(store, holder))
+        except OSError as e:
+            raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
+        setup.claimed = remote_lock is not None
+    committed = started_ray = False
+    try:
+        if setup.existing is None and store.exists(RUN_JSON):
+            # another driver made the run and finished between our look and our claim: check against it
+            fresh = False  # and nothing here is ours to remove
+            claimed = setup.claimed
+            setup = job.inspect()
+            setup.claimed = claimed
+            store, plan = setup.store, setup.plan
+        if executor is None:
+            started_ray = True  # stopped at the end whatever happens from here (stop is safe before a start)
+            try:
+                local = ray_cluster.start(job.ray_address, ray_cluster.ray_temp_dir(local_run, cache)
+                                          if not job.ray_address else cache,
+                                          num_cpus=None if job.ray_address else available_cpus(),
+                                          connect_timeout_s=job.run.connect_timeout_s)
+            except OSError as e:
+                raise UserError(f"cannot start Ray in {local_run}: {e.strerror or e}") from None
+            resources = ray_cluster.plan_resources(job.device, local, job.workers, job.dry_run,
+                                                   job.run.gpu_wait_s)
+            executor = RayExecutor()
+        else:
+            resources = ray_cluster.in_process_resources(job.device, job.dry_run)
+        kind = device_kind(resources.gpu, job.dry_run)
+        change = device_change(setup.existing, kind)
+        if change:
+            raise UserError(f"{store.url} holds a run made with different settings ({change}); resume it where it "
+                            f"can render on its device kind (--device), or choose another --out")
+        setup.device_kind = kind
+        try:
+            run_json = job.commit(setup)
+            committed = True
+        except OSError as e:
+            raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
+        finished = False
+        try:
+            with Heartbeat(store):
+                cleanup_leftovers(store)
+                state = mk.scan(store)
+                if on_start:
+                    on_start(resources.describe(), plan, state)
+                tasks = job.tasks(setup, run_json, resources)
+                driver = Driver(store, plan, state, job.run, tasks, job.cache_dir, on_progress, on_note)
+                try:
+                    driver.run(executor, resources.workers, resources.in_process)
+                    finished = True
+                finally:
+                    try:
+                        index = driver.index  # what index.json holds (flushed entries only)
+                        stats = compute_stats(store, plan, state, index)
+                        stats["complete"] = len(index["shards"]) == plan.shards
+                        store.write_text(STATS_JSON, json.dumps(stats, indent=1, sort_keys=True) + "\n")
+                        job.finish(store, state)
+                    except OSError:
+                        if finished:
+                            raise
+                        # else the run is stopping for a reason already being reported
+        finally:
+            try:
+                heartbeat(store, ended=True)  # after the thread stopped: it is the last word
+            except OSError:
+                if finished:
+                    raise
+    except OSError as e:
+        if is_storage_error(e):
+            raise RunAborted(f"cannot write to {store.url}: {e.strerror or e}") from None
+        raise
+    except StorageError as e:
+        raise RunAborted(str(e)) from None
+    finally:
+        if started_ray:
+            ray_cluster.stop()
+        if fresh and not committed:
+            import shutil
+
+            # this driver made the folder and holds its lock: only its own lock and Ray's temp files are there
+            shutil.rmtree(local_run, ignore_errors=True)
+        elif lock is not None:
+            from dr.pipeline.claim import release
+
+            release(lock)
+        if remote_lock is not None and not committed:
+            try:  # the claim ends with this driver: the next one need not wait for it to go stale
+                heartbeat(store, ended=True)
+            except OSError:
+                pass
+    return Report(run=store.url, planned=plan.n, done=index.get("samples", 0), lost=sorted(driver.lost),
+                  shards=len(index["shards"]), bytes=sum(s["bytes"] for s in index["shards"]),
+                  session_done=driver.session_done, session_s=time.monotonic() - driver.t0,
+                  failed_attempts=state.failed_attempts, retries=state.retries, quarantine=state.quarantine,
+                  resources=resources.describe(), stats=stats)

@@ -26,13 +26,12 @@ from dr.errors import UserError
 from dr.pipeline import markers as mk
 from dr.pipeline.claim import LOCK_NAME
 from dr.pipeline.clip_task import MANIFEST_NAME
-from dr.pipeline.config import GenerateConfig, device_change, device_kind, identity, identity_diff
-from dr.pipeline.engine import (QUARANTINE, RUN_JSON, STALE_S, STATS_JSON, Driver, Heartbeat, JobTasks, Progress,
-                                RunAborted, claim_by_heartbeat, cleanup_leftovers, compute_stats, config_hash_of,
-                                heartbeat, heartbeat_age, lost_keys, open_store, read_index, remote_holder_alive)
-from dr.pipeline.executor import Executor, RayExecutor
+from dr.pipeline.config import GenerateConfig, identity, identity_diff
+from dr.pipeline.engine import (QUARANTINE, RUN_JSON, JobTasks, Progress, Report, claim_by_heartbeat, config_hash_of,
+                                open_store, run_job)
+from dr.pipeline.executor import Executor
 from dr.pipeline.plan import Plan, read_plan_header, write_plan
-from dr.pipeline.run_store import RunStore, StorageError, is_storage_error
+from dr.pipeline.run_store import RunStore
 
 @dataclass
 class Request:
@@ -49,23 +48,6 @@ class Request:
     argv: list[str] = field(default_factory=list)
     # a context-manager factory yielding (on_start, on_done) for a first build of the built-in manifest
     probe_progress: Callable | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass
-class Report:
-    run: str
-    planned: int
-    done: int
-    lost: list[str]
-    shards: int
-    bytes: int
-    session_done: int
-    session_s: float
-    failed_attempts: int
-    retries: int
-    quarantine: dict[str, str]
-    resources: str
-    stats: dict
 
 
 def versions() -> dict:
@@ -198,141 +180,41 @@ def generate(req: Request, on_progress: Callable[[Progress], None] | None = None
     """Run (or resume) the run ``req`` describes; returns what it made. Raises UserError on bad
     input and RunAborted when the run cannot be completed. ``executor``: where the tasks run;
     by default Ray (a local one, or req.ray_address), started here and stopped at the end."""
-    from dr.assets_manifest.build import available_cpus
-    from dr.cache import cache_dir as resolve_cache
-    from dr.pipeline import ray_cluster
-    from dr.pipeline.clip_task import run_clips
+    return run_job(GenerateJob(req), on_progress, on_note, on_start, executor)
 
-    cache = resolve_cache(req.cache_dir)
-    setup = inspect(req)
-    store, plan = setup.store, setup.plan
-    if setup.existing is not None:
-        state = mk.scan(store)
-        index = read_index(store)
-        if len(index["shards"]) == plan.shards:
-            # every shard is written: nothing left to do, so no Ray and no writes
-            return Report(run=store.url, planned=plan.n, done=index.get("samples", 0),
-                          lost=lost_keys(plan, index, state, req.cfg.run.max_attempts), shards=len(index["shards"]),
-                          bytes=sum(s["bytes"] for s in index["shards"]), session_done=0, session_s=0.0,
-                          failed_attempts=state.failed_attempts, retries=state.retries, quarantine=state.quarantine,
-                          resources="nothing to do", stats=json.loads(store.read_text(STATS_JSON))
-                          if store.exists(STATS_JSON) else {})
-        del state, index  # read again once the run is claimed; two copies of every key would be held meanwhile
-    local_run = store.local_path() if store.local else None
-    fresh = local_run is not None and not local_run.exists()
-    lock = remote_lock = None
-    if local_run is not None:
-        from dr.pipeline.claim import claim
 
-        try:  # before anything is written or started: of drivers started at once, one goes on
-            lock = claim(local_run, lambda: heartbeat_age(store), STALE_S)
-        except OSError as e:
-            raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
-    elif store.object_store:
-        from dr.pipeline.claim import claim_object_store
+@dataclass
+class GenerateJob:
+    """The render job on the engine (dr.pipeline.engine.Job)."""
 
-        try:  # a conditional put where the store offers one; else commit's heartbeat check decides
-            remote_lock = claim_object_store(store, lambda holder: remote_holder_alive(store, holder))
-        except OSError as e:
-            raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
-        setup.claimed = remote_lock is not None
-    committed = started_ray = False
-    try:
-        if setup.existing is None and store.exists(RUN_JSON):
-            # another driver made the run and finished between our look and our claim: check against it
-            fresh = False  # and nothing here is ours to remove
-            claimed = setup.claimed
-            setup = inspect(req)
-            setup.claimed = claimed
-            store, plan = setup.store, setup.plan
-        if executor is None:
-            started_ray = True  # stopped at the end whatever happens from here (stop is safe before a start)
-            try:
-                local = ray_cluster.start(req.ray_address, ray_cluster.ray_temp_dir(local_run, cache)
-                                          if not req.ray_address else cache,
-                                          num_cpus=None if req.ray_address else available_cpus(),
-                                          connect_timeout_s=req.cfg.run.connect_timeout_s)
-            except OSError as e:
-                raise UserError(f"cannot start Ray in {local_run}: {e.strerror or e}") from None
-            resources = ray_cluster.plan_resources(req.cfg.render.device, local, req.workers, req.dry_run,
-                                                   req.cfg.run.gpu_wait_s)
-            executor = RayExecutor()
-        else:
-            resources = ray_cluster.in_process_resources(req.cfg.render.device, req.dry_run)
-        kind = device_kind(resources.gpu, req.dry_run)
-        change = device_change(setup.existing, kind)
-        if change:
-            raise UserError(f"{store.url} holds a run made with different settings ({change}); resume it where it "
-                            f"can render on its device kind (--device), or choose another --out")
-        setup.device_kind = kind
-        try:
-            run_json = commit(setup, req)
-            committed = True
-        except OSError as e:
-            raise UserError(f"cannot write to --out {store.url}: {e.strerror or e}") from None
-        finished = False
-        try:
-            with Heartbeat(store):
-                cleanup_leftovers(store)
-                state = mk.scan(store)
-                if on_start:
-                    on_start(resources.describe(), plan, state)
-                ctx = {"run": store.url, "run_id": run_json["run_id"], "seed": req.seed,
-                       "scene": req.cfg.scene.model_dump(mode="json"), "render": req.cfg.render.model_dump(mode="json"),
-                       "worker": req.cfg.worker.model_dump(mode="json"), "max_attempts": req.cfg.run.max_attempts,
-                       "dry_run": req.dry_run, "threads": resources.threads,
-                       "cache_dir": str(req.cache_dir) if req.cache_dir else None}
-                if not resources.gpu and req.cfg.render.device == "auto":
-                    # tasks that were given no GPU must not find one on their node and take it
-                    ctx["render"] = {**ctx["render"], "device": "cpu"}
-                tasks = JobTasks(run_clips, ctx, req.cfg.run.clips_per_task or (64 if req.dry_run else 1),
-                                 resources.threads, resources.gpu, req.cfg.worker.clip_timeout_s)
-                driver = Driver(store, plan, state, req.cfg.run, tasks, req.cache_dir, on_progress, on_note)
-                try:
-                    driver.run(executor, resources.workers, resources.in_process)
-                    finished = True
-                finally:
-                    try:
-                        index = driver.index  # what index.json holds (flushed entries only)
-                        stats = compute_stats(store, plan, state, index)
-                        stats["complete"] = len(index["shards"]) == plan.shards
-                        store.write_text(STATS_JSON, json.dumps(stats, indent=1, sort_keys=True) + "\n")
-                        write_quarantine(store, state.quarantine)
-                    except OSError:
-                        if finished:
-                            raise
-                        # else the run is stopping for a reason already being reported
-        finally:
-            try:
-                heartbeat(store, ended=True)  # after the thread stopped: it is the last word
-            except OSError:
-                if finished:
-                    raise
-    except OSError as e:
-        if is_storage_error(e):
-            raise RunAborted(f"cannot write to {store.url}: {e.strerror or e}") from None
-        raise
-    except StorageError as e:
-        raise RunAborted(str(e)) from None
-    finally:
-        if started_ray:
-            ray_cluster.stop()
-        if fresh and not committed:
-            import shutil
+    req: Request
 
-            # this driver made the folder and holds its lock: only its own lock and Ray's temp files are there
-            shutil.rmtree(local_run, ignore_errors=True)
-        elif lock is not None:
-            from dr.pipeline.claim import release
+    def __post_init__(self) -> None:
+        r = self.req
+        self.run, self.cache_dir, self.ray_address, self.workers = r.cfg.run, r.cache_dir, r.ray_address, r.workers
+        self.device, self.dry_run = r.cfg.render.device, r.dry_run
 
-            release(lock)
-        if remote_lock is not None and not committed:
-            try:  # the claim ends with this driver: the next one need not wait for it to go stale
-                heartbeat(store, ended=True)
-            except OSError:
-                pass
-    return Report(run=store.url, planned=plan.n, done=index.get("samples", 0), lost=sorted(driver.lost),
-                  shards=len(index["shards"]), bytes=sum(s["bytes"] for s in index["shards"]),
-                  session_done=driver.session_done, session_s=time.monotonic() - driver.t0,
-                  failed_attempts=state.failed_attempts, retries=state.retries, quarantine=state.quarantine,
-                  resources=resources.describe(), stats=stats)
+    def inspect(self) -> Setup:
+        return inspect(self.req)
+
+    def commit(self, setup: Setup) -> dict:
+        return commit(setup, self.req)
+
+    def tasks(self, setup: Setup, run_json: dict, resources) -> JobTasks:
+        from dr.pipeline.clip_task import run_clips
+
+        req = self.req
+        ctx = {"run": setup.store.url, "run_id": run_json["run_id"], "seed": req.seed,
+               "scene": req.cfg.scene.model_dump(mode="json"), "render": req.cfg.render.model_dump(mode="json"),
+               "worker": req.cfg.worker.model_dump(mode="json"), "max_attempts": req.cfg.run.max_attempts,
+               "dry_run": req.dry_run, "threads": resources.threads,
+               "cache_dir": str(req.cache_dir) if req.cache_dir else None}
+        if not resources.gpu and req.cfg.render.device == "auto":
+            # tasks that were given no GPU must not find one on their node and take it
+            ctx["render"] = {**ctx["render"], "device": "cpu"}
+        # a dry-run slot takes milliseconds, so Ray's own cost per task would dominate: 64 per task
+        return JobTasks(run_clips, ctx, req.cfg.run.clips_per_task or (64 if req.dry_run else 1),
+                        resources.threads, resources.gpu, req.cfg.worker.clip_timeout_s)
+
+    def finish(self, store: RunStore, state: mk.RunState) -> None:
+        write_quarantine(store, state.quarantine)
