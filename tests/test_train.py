@@ -157,6 +157,56 @@ def test_a_run_trains_checkpoints_reloads_bitwise_and_continues_exactly(kind, sh
     assert any(not torch.equal(trained[k], first[k]) for k in trained)
 
 
+def test_single_step_fine_tuning_from_a_checkpoint_resumes_exactly_and_evaluates_in_one_step(
+        shards_run, tiny_base_dir, tmp_path):
+    data = ["--data", str(shards_run), "--preset", "tiny"]
+    multi = tmp_path / "multi"
+    r = train_cli("inverse", *data, "--base", str(tiny_base_dir), "--out", str(multi), "--max-steps", "2")
+    assert r.returncode == 0, r.stderr
+    # the start: that checkpoint with its pass embedding tripled, as a bare pipeline folder
+    from dr.models.pipelines import InverseRendererPipeline
+
+    init = tmp_path / "init"
+    start = InverseRendererPipeline.from_pretrained(multi / "checkpoints" / "step-0000002" / "pipeline")
+    with torch.no_grad():
+        start.pass_embedding.embedding.weight.mul_(3.0)
+    start.save_pretrained(init)
+    args = ["inverse", *data, "--init", str(init), "--single-step", "--set", "train.checkpoint_every=2",
+            "--set", "train.input_noise=pyramid"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    r = train_cli(*args, "--out", str(whole), "--max-steps", "4")
+    assert r.returncode == 0, r.stderr
+    assert "starting from the checkpoint" in r.stdout + r.stderr
+    for steps in ("2", "4"):
+        r = train_cli(*args, "--out", str(part), "--max-steps", steps)
+        assert r.returncode == 0, r.stderr
+    a, b = _losses(whole), _losses(part)
+    assert sorted(a) == [1, 2, 3, 4] and a == b and all(np.isfinite(list(a.values())))
+    assert json.loads((whole / "run.json").read_text())["identity"]["base"] == f"init:{init}"
+    done = whole / "checkpoints" / "step-0000004" / "pipeline"
+    index = json.loads((done / "model_index.json").read_text())
+    assert index["single_step"] is True and index["input_noise"] == "pyramid"
+    # it went on from the tripled embedding: AdamW moves a weight by about lr (3e-4) a step
+    trained = InverseRendererPipeline.from_pretrained(done).pass_embedding.embedding.weight.detach()
+    moved = float((trained - start.pass_embedding.embedding.weight.detach()).abs().max())
+    assert 0 < moved < 4 * 3e-4 * 1.5, moved
+
+    r = train_cli("eval", str(whole), "--data", str(shards_run))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((whole / "eval.json").read_text())["steps"] == 1
+    bad = [
+        (["eval", str(whole), "--data", str(shards_run), "--steps", "5"], "runs 1 step"),
+        (["inverse", *data, "--out", str(tmp_path / "x")], "--base"),
+        (["inverse", *data, "--base", str(tiny_base_dir), "--init", str(multi), "--out", str(tmp_path / "y")],
+         "not both"),
+        (["forward", *data, "--base", str(tiny_base_dir), "--out", str(tmp_path / "z"), "--set",
+          "train.single_step=true"], "not built yet"),
+    ]
+    for argv, message in bad:
+        r = train_cli(*argv)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (argv, r.stderr)
+
+
 def test_bad_input_is_one_line_and_exit_2(shards_run, tiny_base_dir, tmp_path):
     ok = ["--data", str(shards_run), "--base", str(tiny_base_dir), "--preset", "tiny"]
     cases = [

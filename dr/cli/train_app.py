@@ -40,13 +40,27 @@ def _base_opt():
                         show_default=False)
 
 
-def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional[int], preset, config, set_,
-           print_config, env_encoder: Optional[Path] = None) -> None:
+def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps: Optional[int], preset, config,
+           set_, print_config, env_encoder: Optional[Path] = None, init: Optional[Path] = None,
+           single_step: bool = False) -> None:
     sets = list(set_ or [])
     if max_steps is not None:
         if max_steps < 1:
             raise UserError(f"--max-steps {max_steps}: give a number of optimiser steps, at least 1")
         sets.append(f"train.max_steps={max_steps}")
+    if single_step:
+        sets.append("train.single_step=true")
+    if (base is None) == (init is None):
+        raise UserError("give the model to start from: --base (a new renderer from an SVD base) or --init "
+                        "(a dr-train checkpoint of this renderer)" if base is None else
+                        "give --base or --init, not both (a checkpoint brings its own VAE and scheduler)")
+    if init is not None and env_encoder is not None:
+        raise UserError("--init brings its own env encoder: leave out --env-encoder")
+    init_folder = None
+    if init is not None:
+        init_kind, init_folder, _ = _find_checkpoint(init)
+        if init_kind != kind:
+            raise UserError(f"--init {str(init)!r} is a {init_kind} renderer; this command trains the {kind} renderer")
     from dr.train.config import TrainConfig
 
     cfg = effective_config(TrainConfig, preset, config, sets, print_config)
@@ -55,10 +69,16 @@ def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional
 
     ident = data_identity(data)
     check_frames(ident, cfg.data.frames)
+    if cfg.data.flip and kind != "inverse":
+        raise UserError(f"data.flip: mirroring the {kind} renderer's clips would need mirrored env maps, which "
+                        f"are not built; it is for the inverse renderer")
+    if cfg.train.single_step and kind != "inverse":
+        raise UserError(f"train.single_step: single-step training of the {kind} renderer is not built yet "
+                        f"(the inverse renderer has it)")
     from dr.cli.progress import console, step_progress
     from dr.models.base import check_base
 
-    src = check_base(base)
+    src = check_base(base) if init_folder is None else f"init:{init_folder}"
     # under `accelerate launch` / torchrun every process runs this command; the first one keeps the run
     # folder and speaks, the others train silently beside it
     main_proc = launch_rank() == 0
@@ -67,23 +87,35 @@ def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional
     if env_encoder is not None:
         frozen, extra["env_encoder"] = _pretrained_env_encoder(env_encoder)
     say = console.print if main_proc else (lambda *a, **k: None)
-    say(f"loading the base model {src}", highlight=False, soft_wrap=True)
     from dr.models.base import load_base
     from dr.models.build import new_forward_renderer, new_inverse_renderer
     from dr.train.latent_cache import caches_for
     from dr.train.trainer import train
 
-    b = load_base(src, cache_dir=cache_dir())
+    if init_folder is not None:
+        say(f"starting from the checkpoint {init_folder}", highlight=False, soft_wrap=True)
+        pipe = _load_pipeline(kind, init_folder)
+        b = None
+    else:
+        say(f"loading the base model {src}", highlight=False, soft_wrap=True)
+        b = load_base(src, cache_dir=cache_dir())
     latents: dict[str, str] = {}
-    if cfg.data.latent_cache and kind != "env-encoder":
-        folders, latents = caches_for(data, b.vae, cfg.data.height, cfg.data.width)
+    pixels = cfg.train.single_step or cfg.data.flip or cfg.data.zoom > 1.0  # what the latent cache cannot give
+    if cfg.data.latent_cache and kind != "env-encoder" and pixels:
+        if any(caches_for(data, (b or pipe).vae, cfg.data.height, cfg.data.width)[0]):
+            say("  not reading the latent cache: single-step training and data.flip / data.zoom need the pixels",
+                highlight=False, soft_wrap=True)
+    elif cfg.data.latent_cache and kind != "env-encoder":
+        folders, latents = caches_for(data, (b or pipe).vae, cfg.data.height, cfg.data.width)
         for d, folder in zip(ident, folders):
             d["latents"] = folder and Path(folder).name
             if folder:
                 say(f"  reading the VAE latents of {d['source']} from {folder}", highlight=False, soft_wrap=True)
     if main_proc:
         open_run(out, kind, cfg, src, ident, sys.argv[1:], extra)
-    if kind == "env-encoder":
+    if init_folder is not None:
+        pass  # the checkpoint loaded above is the start
+    elif kind == "env-encoder":
         from dr.models.env_encoder import EnvAutoencoder
 
         pipe = EnvAutoencoder.new(b.unet.config.block_out_channels, cfg.model.env_stem_channels, seed=cfg.train.seed)
@@ -101,6 +133,8 @@ def _train(kind: str, data: list[str], base: str, out: Path, max_steps: Optional
             pipe.register_modules(env_encoder=frozen.requires_grad_(False).eval())
     else:
         pipe = new_inverse_renderer(b, seed=cfg.train.seed)
+    if kind == "inverse":  # what the checkpoints' pipelines run (their model_index.json)
+        pipe.register_to_config(single_step=cfg.train.single_step, input_noise=cfg.train.input_noise)
     clips = sum(d["samples"] for d in ident)
     what = "env encoder" if kind == "env-encoder" else f"{kind} renderer"
     say(f"training the {what} on {clips} clips from {len(ident)} source(s) into {out}",
@@ -176,15 +210,28 @@ def env_encoder_cmd(data: DataOpt, base: Annotated[str, _base_opt()], out: OutOp
     _train("env-encoder", data, base, out, max_steps, preset, config, set_, print_config)
 
 
+InitOpt = Annotated[Optional[Path], typer.Option(
+    "--init", help="start from this dr-train checkpoint (a training run, a checkpoint or a pipeline folder) "
+                   "instead of --base: fine-tuning, e.g. a multi-step renderer into a single-step one",
+    show_default=False)]
+
+
 @app.command("inverse")
-def inverse(data: DataOpt, base: Annotated[str, _base_opt()], out: OutOpt,
+def inverse(data: DataOpt, out: OutOpt, base: Annotated[Optional[str], _base_opt()] = None, init: InitOpt = None,
+            single_step: Annotated[bool, typer.Option(
+                "--single-step", help="train a single-step renderer (train.single_step): one network evaluation "
+                                      "at the largest noise level, losses on the decoded passes")] = False,
             max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="optimiser steps (train.max_steps)",
                                                              show_default=False)] = None,
             preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
             print_config: PrintConfigOpt = False) -> None:
     """Train the inverse renderer: rgb video -> basecolor, metallic, roughness, normal and depth (one pass
-    embedding each, all five per clip in one batch). Checkpoints in OUT/checkpoints, metrics in OUT/logs."""
-    _train("inverse", data, base, out, max_steps, preset, config, set_, print_config)
+    embedding each, all five per clip in one batch). Checkpoints in OUT/checkpoints, metrics in OUT/logs.
+    With --single-step (Ouroboros) the renderer takes one network evaluation instead of 20 sampling steps:
+    its x0 is decoded by the frozen VAE and trained on the pixels (normal angle, scale-and-shift invariant
+    depth, squared error of the others); the latent cache is not read."""
+    _train("inverse", data, base, out, max_steps, preset, config, set_, print_config, init=init,
+           single_step=single_step)
 
 
 def _find_checkpoint(ckpt: Path) -> tuple[str, Path, Path | None]:
@@ -228,12 +275,22 @@ def _run_config(run_dir: Path | None, preset, config, set_):
                         f"with --preset/--config/--set") from None
 
 
+def _steps(pipe, steps: Optional[int]) -> int:
+    """--steps, or the renderer's own count; UserError for a count a single-step renderer cannot run."""
+    try:
+        return pipe.steps(steps)
+    except ValueError as e:
+        raise UserError(f"--steps {steps}: {e}") from None
+
+
 @app.command("eval")
 def eval_(
     ckpt: Annotated[Path, typer.Argument(metavar="CKPT", help="a training run (its latest checkpoint), a checkpoint "
                                                               "folder or a pipeline folder", show_default=False)],
     data: DataOpt,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="sampling steps per clip")] = 20,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="sampling steps per clip (default: the "
+                                                                         "renderer's, 20, or 1 for a single-step one)",
+                                                 show_default=False)] = None,
     max_clips: Annotated[Optional[int], typer.Option("--max-clips", min=1, help="evaluate at most this many held-out "
                                                                                 "clips (default: all)",
                                                      show_default=False)] = None,
@@ -262,6 +319,7 @@ def eval_(
     from dr.train.evaluate import evaluate
 
     pipe = _load_pipeline(kind, folder)
+    steps = _steps(pipe, steps)
     try:
         rep = evaluate(kind, pipe, data, cfg.data, steps=steps, seed=cfg.train.seed, max_clips=max_clips)
     except ValueError as e:
@@ -270,7 +328,8 @@ def eval_(
     from dr.files import write_text_atomic
 
     write_text_atomic(target, json.dumps(rep, indent=1, sort_keys=True) + "\n")
-    console.print(f"[bold]{kind} renderer[/] on {rep['clips']} held-out clips ({steps} steps): model | baseline",
+    console.print(f"[bold]{kind} renderer[/] on {rep['clips']} held-out clips ({steps} steps, "
+                  f"{rep['seconds_per_clip']:.2f} s a clip): model | baseline",
                   highlight=False, soft_wrap=True)
     for k, v in rep["model"].items():
         console.print(f"  {k:18s} {v:9.4f} | {rep['baseline'][k]:9.4f}", highlight=False, soft_wrap=True)
@@ -299,7 +358,9 @@ def sample(
         "--frames", min=1, help="frames to run, the middle ones of the clip (default: the training run's "
                                 "data.frames)",
         show_default=False)] = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="sampling steps")] = 20,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="sampling steps (default: the renderer's, "
+                                                                         "20, or 1 for a single-step one)",
+                                                 show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of the initial noise")] = 0,
     preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
@@ -341,6 +402,7 @@ def sample(
     except KeyError:
         raise UserError(f"clip {clip!r} is in none of {', '.join(sources)}") from None
     pipe = _load_pipeline(kind, folder)
+    steps = _steps(pipe, steps)
     console.print(f"running the {kind} renderer on {clip} ({n} frames, {steps} steps)", highlight=False,
                   soft_wrap=True)
     try:

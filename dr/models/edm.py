@@ -13,6 +13,8 @@ import torch
 
 P_MEAN = 0.7
 P_STD = 1.6
+# SVD scheduler's largest noise level: where sampling starts, and the one level a single-step renderer sees
+SIGMA_MAX = 700.0
 
 
 def c_in(sigma: torch.Tensor) -> torch.Tensor:

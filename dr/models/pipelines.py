@@ -10,7 +10,10 @@ pass_embedding/) with ``model_index.json``; ``from_pretrained`` rebuilds the pip
   guidance against zero conditions and zero env tokens.
 - ``InverseRendererPipeline``: rgb display view -> basecolor, metallic, roughness, normal, depth in
   DESIGN's units (depth relative: [0, 1], near small). The passes run as one batch; clips longer
-  than ``num_frames`` run in overlapping windows whose latents are blended linearly.
+  than ``num_frames`` run in overlapping windows whose latents are blended linearly. A single-step
+  one (``single_step=True`` in its model_index.json; Ouroboros) evaluates the UNet once per window,
+  at SIGMA_MAX, on the input noise its ``input_noise`` names (gaussian, pyramid or zero), and returns
+  that x0: what `dr-train inverse --single-step` trains.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, DiffusionPipeline, EulerDiscreteScheduler
 
+from dr.models import edm
 from dr.models.env_encoder import EnvEncoder
+from dr.models.noise import KINDS as NOISE_KINDS, input_noise
 from dr.models.pass_embedding import INVERSE_PASSES, PassEmbedding, pass_ids
 from dr.models.unet import RendererUNet
 
@@ -90,7 +95,37 @@ def display_to_linear(display: np.ndarray) -> np.ndarray:
     return srgb_to_linear(np.clip(display, 0.0, 1.0)).astype(np.float32)
 
 
+def _check_noise(kind: str) -> None:
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"input noise {kind!r}: one of {', '.join(NOISE_KINDS)}")
+
+
+def single_step_x0(unet, noise: torch.Tensor, cond: torch.Tensor, context) -> torch.Tensor:
+    """A single-step renderer's x0 latents (N, T, 4, h, w): one evaluation at SIGMA_MAX of the input
+    noise (unit scale) beside the condition latents, through SVD's EDM preconditioning. Differentiable
+    (the training objective uses it as the pipeline does)."""
+    n = noise.shape[0]
+    sigma = torch.full((n,), edm.SIGMA_MAX, device=noise.device, dtype=torch.float32)
+    noisy = noise * edm.SIGMA_MAX
+    s = sigma.reshape(n, 1, 1, 1, 1).to(noise.dtype)
+    model_in = torch.cat([edm.c_in(s) * noisy, cond.to(noise.dtype)], dim=2)
+    out = unet(model_in, edm.c_noise(sigma).to(noise.dtype), context, added_time_ids(n, noise.device, noise.dtype))
+    return edm.denoise(out.sample.float(), noisy.float(), sigma)
+
+
 class _RendererPipeline(DiffusionPipeline):
+    @property
+    def default_steps(self) -> int:
+        """Sampling steps when the caller gives none: 1 for a single-step renderer, else 20."""
+        return 1 if self.config.get("single_step", False) else 20
+
+    def steps(self, num_inference_steps: int | None) -> int:
+        if num_inference_steps is None:
+            return self.default_steps
+        if self.config.get("single_step", False) and num_inference_steps != 1:
+            raise ValueError(f"a single-step renderer runs 1 step, not {num_inference_steps}")
+        return int(num_inference_steps)
+
     def _sigma_loop(self, num_inference_steps: int, device):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         return self.scheduler.timesteps
@@ -98,6 +133,14 @@ class _RendererPipeline(DiffusionPipeline):
     def _noise(self, shape, generator, device, dtype) -> torch.Tensor:
         gen_device = generator.device if isinstance(generator, torch.Generator) else "cpu"
         return torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32).to(device, dtype)
+
+    def _input_noise(self, shape, generator, device, dtype) -> torch.Tensor:
+        """The starting latents of ``shape`` (B, T, C, h, w) as the config's input noise says (gaussian:
+        as ``_noise``, from the generator's device; pyramid and zero on the CPU, one clip after another)."""
+        kind = self.config.get("input_noise", "gaussian")
+        if kind == "gaussian":
+            return self._noise(shape, generator, device, dtype)
+        return torch.stack([input_noise(kind, shape[1:], generator) for _ in range(shape[0])]).to(device, dtype)
 
 
 class ForwardRendererPipeline(_RendererPipeline):
@@ -160,21 +203,25 @@ class InverseRendererPipeline(_RendererPipeline):
     model_cpu_offload_seq = "unet->vae"
 
     def __init__(self, unet: RendererUNet, vae: AutoencoderKLTemporalDecoder, pass_embedding: PassEmbedding,
-                 scheduler: EulerDiscreteScheduler):
+                 scheduler: EulerDiscreteScheduler, single_step: bool = False, input_noise: str = "gaussian"):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, pass_embedding=pass_embedding, scheduler=scheduler)
+        _check_noise(input_noise)
+        self.register_to_config(single_step=bool(single_step), input_noise=str(input_noise))
 
     @property
     def num_frames(self) -> int:
         return int(self.unet.config.num_frames)
 
     @torch.no_grad()
-    def __call__(self, video: torch.Tensor, passes: Sequence[str] = INVERSE_PASSES, num_inference_steps: int = 20,
-                 generator: torch.Generator | None = None, window: int | None = None, overlap: int = 6,
-                 decode_chunk_size: int = 8, output_type: str = "np"):
+    def __call__(self, video: torch.Tensor, passes: Sequence[str] = INVERSE_PASSES,
+                 num_inference_steps: int | None = None, generator: torch.Generator | None = None,
+                 window: int | None = None, overlap: int = 6, decode_chunk_size: int = 8, output_type: str = "np"):
         """video (B, T, 3, H, W): the rgb display view in [-1, 1]. Returns {pass: (B, T, H, W, C)}
         float32 in DESIGN's units (``output_type='np'``), or {pass: scaled latents} (``'latent'``).
+        ``num_inference_steps`` defaults to ``default_steps`` (a single-step renderer takes only 1);
         ``window`` defaults to the UNet's ``num_frames``."""
+        num_inference_steps = self.steps(num_inference_steps)
         device, dtype = self._execution_device, self.unet.dtype
         passes = tuple(passes)
         ids = pass_ids(passes).to(device)
@@ -184,7 +231,7 @@ class InverseRendererPipeline(_RendererPipeline):
         starts = window_starts(t, window, overlap)
         span = min(window, t)
         shape = (b, t, 4, *video_latents.shape[-2:])
-        noise = self._noise(shape, generator, device, dtype)
+        noise = self._input_noise(shape, generator, device, dtype)
         context = self.pass_embedding(ids).to(dtype)  # (P, 1, D)
         blended = torch.zeros(len(passes), *shape, device=device, dtype=torch.float32)
         weights = blend_weights(starts, span, t).to(device)
@@ -202,6 +249,8 @@ class InverseRendererPipeline(_RendererPipeline):
         p, b = context.shape[0], video_latents.shape[0]
         cond = video_latents.repeat(p, 1, 1, 1, 1)                       # (P*B, t, 4, h, w), pass-major
         ctx = context.repeat_interleave(b, dim=0)                        # (P*B, 1, D)
+        if self.config.single_step:
+            return single_step_x0(self.unet, noise.repeat(p, 1, 1, 1, 1), cond, ctx).reshape(p, b, *noise.shape[1:])
         timesteps = self._sigma_loop(steps, device)  # before init_noise_sigma, which depends on it
         x = noise.repeat(p, 1, 1, 1, 1) * self.scheduler.init_noise_sigma
         time_ids = added_time_ids(p * b, device, dtype)

@@ -20,6 +20,11 @@ class DataSection(Section):
     shuffle_buffer: int = Field(64, ge=1, description="clips held in each data worker's shuffle buffer")
     latent_cache: bool = Field(True, description="read VAE latents from the cache `dr-train cache-latents` made "
                                                  "beside a run's shards, where there is one for this base and size")
+    zoom: float = Field(1.0, ge=1.0, le=4.0, description="augmentation: each clip resized to cover the training "
+                                                          "size times a factor drawn from [1, zoom) before its crop "
+                                                          "(1: off); reads pixels, not the latent cache")
+    flip: bool = Field(False, description="augmentation of the inverse renderer: half the clips mirrored left-right, "
+                                          "the normal's x negated; reads pixels, not the latent cache")
     holdout_fraction: float = Field(0.01, ge=0.0, lt=1.0,
                                     description="share of clips held out for evaluation, chosen by a hash of the clip id")
 
@@ -49,6 +54,13 @@ class TrainSection(Section):
     noise_mean: float = Field(0.7, description="mean of ln sigma, the training noise level (SVD's EDM recipe: 0.7); "
                                                "higher trains more at the high levels where sampling starts")
     noise_std: float = Field(1.6, gt=0, description="standard deviation of ln sigma (SVD's EDM recipe: 1.6)")
+    single_step: bool = Field(False, description="train a single-step renderer (Ouroboros): one evaluation at the "
+                                                 "largest noise level, x0 decoded by the frozen VAE, losses in pixel "
+                                                 "space (normal angle, scale-and-shift invariant depth, squared error); "
+                                                 "`--single-step` sets it")
+    input_noise: Literal["gaussian", "pyramid", "zero"] = Field(
+        "gaussian", description="what a single-step renderer sees in its noisy-latent channels: white noise, "
+                                "pyramid noise (coarser levels, discount 0.9) or zeros (deterministic)")
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0,
                              description="exponential moving average of the trained weights, decay per optimiser step "
                                          "(0: off); with it a checkpoint's pipeline/ holds the average")
@@ -58,7 +70,7 @@ class TrainSection(Section):
     sample_every: int = Field(0, ge=0, description="optimiser steps between previews of held-out clips in "
                                                    "samples/step-NNNNNNN/ (0: none)")
     sample_clips: int = Field(2, ge=1, description="held-out clips in each preview")
-    sample_steps: int = Field(20, ge=1, description="sampling steps of the previews")
+    sample_steps: int = Field(20, ge=1, description="sampling steps of the previews (a single-step renderer takes 1)")
 
 
 class TrainConfig(CommandConfig):

@@ -92,23 +92,33 @@ def env_view(sample: Sample, start: int, frames: int, env_size: tuple[int, int])
     return torch.from_numpy(env * 2.0 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
-def resize_to_cover(t: torch.Tensor, height: int, width: int, nearest: bool = False) -> torch.Tensor:
-    """(T, C, h0, w0) resized (aspect kept) so that it covers height x width: bilinear, antialiased when
-    shrinking, or nearest (masks, metric depth)."""
+def resize_to_cover(t: torch.Tensor, height: int, width: int, nearest: bool = False,
+                    size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(T, C, h0, w0) resized (aspect kept) so that it covers height x width, or to ``size``: bilinear,
+    antialiased when shrinking, or nearest (masks, metric depth)."""
     h0, w0 = t.shape[-2:]
-    rh, rw = cover_size(h0, w0, height, width)
+    rh, rw = size or cover_size(h0, w0, height, width)
     if (rh, rw) == (h0, w0):
         return t
     if nearest:
         return torch.nn.functional.interpolate(t, size=(rh, rw), mode="nearest")
     return torch.nn.functional.interpolate(t, size=(rh, rw), mode="bilinear", align_corners=False,
-                                           antialias=max(height / h0, width / w0) < 1)
+                                           antialias=max(rh / h0, rw / w0) < 1)
 
 
 def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.random.Generator,
-              env_size: tuple[int, int] | None) -> dict[str, torch.Tensor]:
+              env_size: tuple[int, int] | None, zoom: float = 1.0, flip: bool = False) -> dict[str, torch.Tensor]:
     """One training view of a clip: {pass: (T, 3, H, W) in [-1, 1]}, 'mask' and 'depth_m' (planar depth in
-    metres) (T, 1, H, W) and, with ``env_size`` (h, w), 'env' (T, 9, h, w) in [-1, 1]."""
+    metres) (T, 1, H, W) and, with ``env_size`` (h, w), 'env' (T, 9, h, w) in [-1, 1].
+
+    Augmentations (the inverse renderer's data.zoom and data.flip): the frame is resized to cover the
+    training size times a factor drawn from [1, zoom) before the crop (a crop is a camera with other
+    intrinsics: its camera-space normals and depths stay true), and with ``flip`` mirrored left-right for
+    half of the draws, the normal's x negated (camera axes: x right). Neither draws anything when off, so
+    the views are those of a run without them."""
+    if flip and env_size is not None:
+        raise ValueError("a mirrored view needs a mirrored env map, which is not built: data.flip is for the "
+                         "inverse renderer")
     total = sample.passes["rgb"].shape[0]
     if total < frames:
         raise ValueError(f"clip {sample.key} has {total} frames; training takes {frames} (data.frames)")
@@ -119,12 +129,21 @@ def clip_view(sample: Sample, frames: int, height: int, width: int, rng: np.rand
     out["mask"] = np.asarray(sample.passes["mask"][sl], np.float32)
     out["depth_m"] = np.asarray(sample.passes["depth"][sl], np.float32)  # metres, for evaluation
     rh, rw = cover_size(*out["rgb"].shape[1:3], height, width)
+    if zoom > 1.0:
+        f = 1.0 + (zoom - 1.0) * float(rng.random())
+        rh, rw = max(height, round(rh * f)), max(width, round(rw * f))
     top, left = int(rng.integers(0, rh - height + 1)), int(rng.integers(0, rw - width + 1))
+    mirror = flip and float(rng.random()) < 0.5
     res = {}
     for name, x in out.items():
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 3, 1, 2)
-        t = resize_to_cover(t, height, width, nearest=name in ("mask", "depth_m"))
-        res[name] = t[:, :, top:top + height, left:left + width].contiguous()
+        t = resize_to_cover(t, height, width, nearest=name in ("mask", "depth_m"), size=(rh, rw))
+        t = t[:, :, top:top + height, left:left + width]
+        if mirror:
+            t = t.flip(-1)
+            if name == "normal":
+                t = t * torch.tensor([-1.0, 1.0, 1.0]).reshape(1, 3, 1, 1)
+        res[name] = t.contiguous()
     if env_size is not None:
         res["env"] = env_view(sample, start, frames, env_size)
     return res
@@ -163,8 +182,10 @@ class ClipDataset(IterableDataset):
     def __init__(self, sources: Sequence[str], frames: int, height: int, width: int,
                  env_size: tuple[int, int] | None, seed: int = 0, holdout_fraction: float = 0.0,
                  shuffle_buffer: int = 64, rank: int = 0, world_size: int = 1, skip: dict[int, int] | None = None,
-                 latents: dict[str, str] | None = None, latent_factor: int = 8, env_only: bool = False):
+                 latents: dict[str, str] | None = None, latent_factor: int = 8, env_only: bool = False,
+                 zoom: float = 1.0, flip: bool = False):
         super().__init__()
+        self.zoom, self.flip = zoom, flip  # augmentations of the pixel path (clip_view)
         self.latents, self.factor = dict(latents or {}), latent_factor
         self.env_only = env_only  # only the env encodings (env-encoder pretraining): no pass is decoded
         self.shards = [(url, [k for k in keys if not is_held_out(k, holdout_fraction)])
@@ -226,7 +247,8 @@ class ClipDataset(IterableDataset):
             elif isinstance(sample, CachedClip):
                 view = latent_view(sample, self.frames, self.height, self.width, self.factor, rng, self.env_size)
             else:
-                view = clip_view(sample, self.frames, self.height, self.width, rng, self.env_size)
+                view = clip_view(sample, self.frames, self.height, self.width, rng, self.env_size, self.zoom,
+                                 self.flip)
             view["key"] = out.key
             view["worker"] = worker
             yield view

@@ -13,6 +13,7 @@ colour, roughness, metallic, normal direction (normalised) and display rgb, and 
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -86,9 +87,10 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
 
-def evaluate(kind: str, pipeline, sources: Sequence[str], data_cfg, steps: int = 20, seed: int = 0,
+def evaluate(kind: str, pipeline, sources: Sequence[str], data_cfg, steps: int | None = None, seed: int = 0,
              baseline_clips: int = 32, max_clips: int | None = None) -> dict:
-    """{'kind', 'clips', 'model': {metric: mean}, 'baseline': {...}, 'per_clip': [...], 'skipped': [...]}."""
+    """{'kind', 'clips', 'steps', 'seconds_per_clip' (the pipeline's time, clip by clip), 'model': {metric:
+    mean}, 'baseline': {...}, 'per_clip': [...], 'skipped': [...]}."""
     env = (data_cfg.env_height, data_cfg.env_width) if kind == "forward" else None
     frac = data_cfg.holdout_fraction
     held = _views(sources, frac, True, data_cfg.frames, data_cfg.height, data_cfg.width, env, max_clips)
@@ -96,20 +98,25 @@ def evaluate(kind: str, pipeline, sources: Sequence[str], data_cfg, steps: int =
         raise ValueError(f"no held-out clips in the data (holdout_fraction {frac})")
     base = baseline_means(_views(sources, frac, False, data_cfg.frames, data_cfg.height, data_cfg.width, None,
                                  baseline_clips))
+    steps = pipeline.steps(steps)
     rows, base_rows = [], []
+    seconds = 0.0
     for v in held:
         t = truth(v)
         g = torch.Generator().manual_seed(seed)
         const = {p: base[p].expand_as(t[p]) for p in base}
+        t0 = time.perf_counter()
         if kind == "inverse":
             out = pipeline(v["rgb"][None], num_inference_steps=steps, generator=g)
+            seconds += time.perf_counter() - t0
             pred = {p: torch.from_numpy(x[0]) for p, x in out.items()}
             rows.append({"key": v["key"], **inverse_metrics(pred, t)})
             base_rows.append(inverse_metrics(const, t))
         else:
             out = pipeline({p: v[p][None] for p in GBUFFERS}, v["env"][None], num_inference_steps=steps, generator=g)
+            seconds += time.perf_counter() - t0
             rows.append({"key": v["key"], **forward_metrics(torch.from_numpy(out[0]), t)})
             base_rows.append(forward_metrics(const["rgb"], t))
     model = _mean([{k: x for k, x in r.items() if k != "key"} for r in rows])
-    return {"kind": kind, "clips": len(held), "steps": steps, "model": model, "baseline": _mean(base_rows),
+    return {"kind": kind, "clips": len(held), "steps": steps, "seconds_per_clip": seconds / len(held), "model": model, "baseline": _mean(base_rows),
             "per_clip": rows, "skipped": ["lpips: its backbone weights are not bundled"] if kind == "forward" else []}

@@ -38,3 +38,49 @@ def edm_loss(unet, x0: torch.Tensor, cond: torch.Tensor, context, generators: li
 def dropout_mask(p: float, generators: list[torch.Generator]) -> torch.Tensor:
     """(B,) float: 0 for the clips trained without conditions, 1 for the rest."""
     return torch.cat([(torch.rand(1, generator=g) >= p).float() for g in generators])
+
+
+# Pixel-space losses of the single-step renderers (Ouroboros), on decoded views (B, T, C, H, W) with a
+# surface mask (B, T, 1, H, W) of 0/1: each is a mean over the mask's pixels.
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.expand_as(x).to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def mse_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return _masked_mean((pred - true) ** 2, mask)
+
+
+def angle_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean angle (radians) between the normalised predicted normals and the true ones; the cosine is
+    kept inside (-1, 1) so that the gradient stays finite where they agree."""
+    p = pred / pred.norm(dim=2, keepdim=True).clamp_min(1e-6)
+    t = true / true.norm(dim=2, keepdim=True).clamp_min(1e-6)
+    cos = (p * t).sum(2, keepdim=True).clamp(-1 + 1e-6, 1 - 1e-6)
+    return _masked_mean(torch.acos(cos), mask)
+
+
+def ssi_depth_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scale-and-shift invariant depth error: per clip, the least-squares a, b mapping the prediction
+    (its channel mean) onto the truth over the mask, then the mean squared residual."""
+    x, y = pred.mean(2, keepdim=True), true.mean(2, keepdim=True)
+    m = mask.to(x.dtype)
+    dims = tuple(range(1, x.ndim))
+    n = m.sum(dims).clamp_min(1.0)
+    mx, my = (x * m).sum(dims) / n, (y * m).sum(dims) / n
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    dx, dy = (x - mx.reshape(shape)) * m, (y - my.reshape(shape)) * m
+    a = (dx * dy).sum(dims) / (dx * dx).sum(dims).clamp_min(1e-8)
+    residual = a.reshape(shape) * dx - dy
+    return ((residual ** 2).sum(dims) / n).mean()
+
+
+def pass_loss(name: str, pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A single-step renderer's pixel loss of pass ``name``: the normal angle, scale-and-shift invariant
+    depth, the squared error for the others."""
+    if name == "normal":
+        return angle_loss(pred, true, mask)
+    if name == "depth":
+        return ssi_depth_loss(pred, true, mask)
+    return mse_loss(pred, true, mask)

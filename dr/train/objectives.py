@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from dr.models import edm
+from dr.models.noise import input_noise
 from dr.models.pass_embedding import INVERSE_PASSES, pass_ids
-from dr.models.pipelines import FORWARD_CONDITIONS, encode_frames
-from dr.train.loss import dropout_mask, edm_loss
+from dr.models.pipelines import FORWARD_CONDITIONS, encode_frames, single_step_x0
+from dr.train.loss import dropout_mask, edm_loss, pass_loss
 
 
 class _Objective(nn.Module):
@@ -69,6 +70,40 @@ class InverseObjective(_Objective):
         return edm_loss(self.unet, x0, cond, self.pass_embedding(ids), list(generators) * len(self.passes), *self.noise)
 
 
+def decode_for_loss(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (N, T, 4, h, w) -> views (N, T, 3, H, W) through the frozen VAE decoder, with the
+    graph kept (the single-step losses are taken on its output): every clip in one call."""
+    n, t = latents.shape[:2]
+    z = latents.flatten(0, 1).to(vae.dtype) / vae.config.scaling_factor
+    return vae.decode(z, num_frames=t).sample.float().unflatten(0, (n, t))
+
+
+class SingleStepInverseObjective(_Objective):
+    """Ouroboros' single-step inverse renderer: every pass of every clip from the input noise at
+    SIGMA_MAX in one evaluation (dr.models.pipelines.single_step_x0, as the pipeline runs it), x0 decoded
+    by the frozen VAE decoder, and the pixel losses of dr.train.loss.pass_loss over the surface mask
+    (normal angle, scale-and-shift invariant depth, squared error), summed over the passes."""
+
+    def __init__(self, pipeline, passes=INVERSE_PASSES, noise_kind: str = "gaussian"):
+        super().__init__(pipeline, (edm.P_MEAN, edm.P_STD))
+        self.unet, self.pass_embedding, self.passes = pipeline.unet, pipeline.pass_embedding, tuple(passes)
+        self.noise_kind = noise_kind
+
+    def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
+        video = self.latents(batch, "rgb")
+        b, p = video.shape[0], len(self.passes)
+        if len(generators) != b:
+            raise ValueError(f"{len(generators)} generators for a batch of {b}")
+        noise = torch.stack([input_noise(self.noise_kind, video.shape[1:], g) for g in generators]).to(video)
+        cond = video.repeat(p, 1, 1, 1, 1)                                   # pass-major (P*B, ...)
+        ids = pass_ids(self.passes).to(video.device).repeat_interleave(b)
+        x0 = single_step_x0(self.unet, noise.repeat(p, 1, 1, 1, 1), cond, self.pass_embedding(ids))
+        views = decode_for_loss(self.pipeline.vae, x0)
+        mask = batch["mask"].to(video.device)
+        return sum(pass_loss(name, views[i * b:(i + 1) * b], batch[name].to(video.device), mask)
+                   for i, name in enumerate(self.passes))
+
+
 class EnvObjective(nn.Module):
     """Env-encoder pretraining (``dr-train env-encoder``): the encoder's last map, decoded, against the env
     encodings it came from (mean squared error)."""
@@ -88,6 +123,8 @@ def make_objective(kind: str, pipeline, cfg) -> nn.Module:
     noise = (cfg.train.noise_mean, cfg.train.noise_std)
     if kind == "forward":
         return ForwardObjective(pipeline, cfg.train.condition_dropout, noise)
+    if kind == "inverse" and cfg.train.single_step:
+        return SingleStepInverseObjective(pipeline, noise_kind=cfg.train.input_noise)
     if kind == "inverse":
         return InverseObjective(pipeline, noise=noise)
     if kind == "env-encoder":

@@ -158,7 +158,7 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
                           rank=acc.process_index, world_size=acc.num_processes,
                           skip=produced_per_worker(batches, d.batch_size, workers, acc.process_index),
                           latents=latents, latent_factor=downsampling(pipeline.vae) if kind != "env-encoder" else 8,
-                          env_only=kind == "env-encoder")
+                          env_only=kind == "env-encoder", zoom=d.zoom, flip=d.flip)
     loader = torch.utils.data.DataLoader(dataset, batch_size=d.batch_size, num_workers=workers, collate_fn=collate,
                                          prefetch_factor=4 if workers else None, persistent_workers=False)
     batch_iter = iter(loader)
@@ -231,7 +231,8 @@ def _preview(kind: str, pipeline, modules: dict, ema, clips: list, cfg: TrainCon
         m.eval()
     try:
         with ema.swapped() if ema is not None else contextlib.nullcontext():
-            write_step_samples(kind, pipeline, clips, cfg.data, folder, cfg.train.sample_steps, cfg.train.seed)
+            steps = 1 if cfg.train.single_step else cfg.train.sample_steps  # one evaluation is all it takes
+            write_step_samples(kind, pipeline, clips, cfg.data, folder, steps, cfg.train.seed)
     finally:
         for m in modules.values():
             m.train()
