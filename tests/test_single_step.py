@@ -1,7 +1,9 @@
 """Single-step renderers (Ouroboros) on the tiny base: pyramid noise against its analytic properties,
 the single-step pipeline against the scheduler's one-step Euler sample, the pixel losses against
-hand-computed values, the training loss of the normal pass against the evaluation's mean angle; and
-the inverse renderer's augmentations (zoom, mirror) against the frame they are cut from."""
+hand-computed values, the training loss of the normal pass against the evaluation's mean angle, the
+single-step forward renderer's loss against its pipeline's output; long videos (window blending and the
+carried latent by hand, windows that see only their own frames); and the inverse renderer's
+augmentations (zoom, mirror) against the frame they are cut from."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ torch = pytest.importorskip("torch")
 
 from dr.models import edm  # noqa: E402
 from dr.models.base import tiny_base  # noqa: E402
-from dr.models.build import new_inverse_renderer  # noqa: E402
+from dr.models.build import new_forward_renderer, new_inverse_renderer  # noqa: E402
 from dr.models.noise import input_noise, pyramid_noise  # noqa: E402
-from dr.models.pipelines import InverseRendererPipeline  # noqa: E402
+from dr.models.pipelines import (ForwardRendererPipeline, InverseRendererPipeline, decode_latents,  # noqa: E402
+                                 run_windows)
 from dr.train import image_metrics as im  # noqa: E402
 from dr.train.loss import angle_loss, mse_loss, ssi_depth_loss  # noqa: E402
 
@@ -127,6 +130,161 @@ def test_the_training_loss_of_the_normal_pass_is_the_mean_angle_the_evaluation_m
     assert pipe.unet.conv_in.weight.grad is not None and float(pipe.unet.conv_in.weight.grad.abs().sum()) > 0
     assert all(p.grad is None for p in pipe.vae.parameters())  # the decoder is frozen, not trained
     assert edm.SIGMA_MAX == float(pipe.scheduler.config.sigma_max)
+
+
+def _gbuffers(t, seed=0, size=32):
+    gb = {p: _rand(1, t, 3, size, size, seed=seed + i) for i, p in enumerate(("basecolor", "normal", "depth",
+                                                                              "roughness", "metallic"))}
+    return gb, _rand(1, t, 9, 16, 16, seed=seed + 9)
+
+
+def test_the_single_step_forward_renderer_is_one_unguided_euler_step_and_trains_on_its_own_output(base):
+    from dr.train.objectives import SingleStepForwardObjective
+
+    multi = new_forward_renderer(base, seed=0)
+    multi.set_progress_bar_config(disable=True)
+    with torch.no_grad():  # the new conv_in channels and attn2 start at zero: give the conditions a say
+        for prm in multi.unet.parameters():
+            prm.add_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(prm.numel())) * 0.02)
+    gb, env = _gbuffers(4)
+    ref = multi(gb, env, num_inference_steps=1, guidance_scale=1.0, generator=torch.Generator().manual_seed(3),
+                output_type="latent")
+    single = ForwardRendererPipeline(**multi.components, single_step=True)
+    single.set_progress_bar_config(disable=True)
+    calls = []
+    hook = single.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    got = single(gb, env, generator=torch.Generator().manual_seed(3), output_type="latent")
+    hook.remove()
+    assert calls == [1]  # one evaluation and no unconditional branch
+    assert float((got - ref).abs().max()) < 3e-4
+    guided = multi(gb, env, num_inference_steps=1, generator=torch.Generator().manual_seed(3), output_type="latent")
+    assert float((guided - ref).abs().max()) > 1e-3  # the multi-step default (1.2) is guided; the conditions count
+    with pytest.raises(ValueError, match="without guidance"):
+        single(gb, env, guidance_scale=1.2)
+    with pytest.raises(ValueError, match="runs 1 step"):
+        single(gb, env, num_inference_steps=20)
+
+    # the training loss is the squared error of what the pipeline renders (zero input noise: deterministic)
+    zero = ForwardRendererPipeline(**multi.components, single_step=True, input_noise="zero")
+    zero.set_progress_bar_config(disable=True)
+    objective = SingleStepForwardObjective(zero, noise_kind="zero")
+    rgb = _rand(1, 4, 3, 32, 32, seed=20)
+    batch = {**gb, "rgb": rgb, "env": env}
+    with torch.no_grad():
+        loss = float(objective(batch, [torch.Generator()]))
+        rendered = decode_latents(zero.vae, zero(gb, env, output_type="latent")).float()
+    assert abs(loss - float(((rendered - rgb) ** 2).mean())) < 1e-5 * max(1.0, loss)
+    objective(batch, [torch.Generator()]).backward()
+    assert float(zero.unet.conv_in.weight.grad.abs().sum()) > 0
+    assert any(prm.grad is not None and float(prm.grad.abs().sum()) > 0 for prm in zero.env_encoder.parameters())
+    assert all(prm.grad is None for prm in zero.vae.parameters())
+
+
+def test_the_cycle_losses_are_what_the_two_pipelines_give_when_chained(base):
+    from dr.models.pipelines import FORWARD_CONDITIONS, RendererPair
+    from dr.train.loss import pass_loss
+    from dr.train.objectives import CycleObjective
+
+    def perturbed(pipe):
+        with torch.no_grad():
+            for prm in pipe.unet.parameters():
+                prm.add_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(prm.numel() + 1)) * 0.02)
+        return pipe
+
+    fwd = perturbed(new_forward_renderer(base, seed=2))
+    inv = perturbed(new_inverse_renderer(base, seed=3))
+    pair = RendererPair(ForwardRendererPipeline(**fwd.components, single_step=True, input_noise="zero"),
+                        InverseRendererPipeline(**inv.components, single_step=True, input_noise="zero"))
+    for p in (pair.forward, pair.inverse):
+        p.set_progress_bar_config(disable=True)
+    objective = CycleObjective(pair, cycle_weight=0.5)
+    gb, env = _gbuffers(4, seed=30)
+    rgb = _rand(1, 4, 3, 32, 32, seed=40)
+    gb["normal"] = gb["normal"] / gb["normal"].norm(dim=2, keepdim=True)
+    mask = (_rand(1, 4, 1, 32, 32, seed=41) > -0.5).float()
+    batch = {**gb, "rgb": rgb, "env": env, "mask": mask}
+    with torch.no_grad():
+        parts = {k: float(v) for k, v in objective.parts(batch, [torch.Generator()]).items()}
+        total = float(objective(batch, [torch.Generator()]))
+        # the same through the pipelines, passes handed over by name
+        passes = pair.inverse(rgb, output_type="latent")
+        cyc_rgb = decode_latents(pair.vae, pair.forward(None, env, output_type="latent", gbuffer_latents=torch.cat(
+            [passes[p] for p in FORWARD_CONDITIONS], dim=2))).float()
+        video = pair.forward(gb, env, output_type="latent")
+        cyc_g = pair.inverse(None, output_type="latent", video_latents=video)
+        ones = torch.ones_like(mask)
+        want = {"inverse": sum(float(pass_loss(p, decode_latents(pair.vae, passes[p]).float(), gb[p], mask))
+                               for p in passes),
+                "forward": float(pass_loss("rgb", decode_latents(pair.vae, video).float(), rgb, ones)),
+                "rgb_cycle": float(pass_loss("rgb", cyc_rgb, rgb, ones)),
+                "gbuffer_cycle": sum(float(pass_loss(p, decode_latents(pair.vae, cyc_g[p]).float(), gb[p], mask))
+                                     for p in cyc_g)}
+    for k in want:
+        assert abs(parts[k] - want[k]) < 1e-4 * max(1.0, want[k]), (k, parts[k], want[k])
+    assert abs(total - (want["inverse"] + want["forward"] + 0.5 * (want["rgb_cycle"] + want["gbuffer_cycle"]))) < 1e-3
+    # the cycle trains both renderers through each other
+    objective(batch, [torch.Generator()]).backward()
+    for unet in pair.unets:
+        assert float(unet.conv_in.weight.grad.abs().sum()) > 0
+    assert float(pair.inverse.pass_embedding.embedding.weight.grad.abs().sum()) > 0
+
+
+def test_windows_blend_and_carry_the_latent_by_hand():
+    noise = torch.arange(6.0).reshape(1, 6, 1, 1, 1)
+    seen = []
+
+    def denoise(frames, start):  # a stand-in network: x0 = 10 x its start + 1
+        seen.append((frames.start, start.flatten().tolist()))
+        return 10 * start + 1
+
+    # window 4, overlap 2: windows at 0 and 2, sharing frames 2 and 3
+    out = run_windows(noise, 4, 2, denoise, carry=0.0).flatten().tolist()
+    assert seen == [(0, [0, 1, 2, 3]), (2, [2, 3, 4, 5])]
+    # x0: window 0 (1, 11, 21, 31), window 1 (21, 31, 41, 51); frames 2 and 3 blended 2/3 : 1/3 and 1/3 : 2/3
+    assert out == pytest.approx([1, 11, 21, 31, 41, 51])
+    seen.clear()
+    out = run_windows(noise, 4, 2, denoise, carry=0.5).flatten().tolist()
+    # window 1 starts from 0.5 x window 0's x0 + 0.5 x noise on frames 2 and 3: 0.5 (21 + 2), 0.5 (31 + 3)
+    assert seen == [(0, [0, 1, 2, 3]), (2, [11.5, 17.0, 4.0, 5.0])]
+    # its x0: 116, 171, 41, 51
+    assert out == pytest.approx([1, 11, 2 / 3 * 21 + 1 / 3 * 116, 1 / 3 * 31 + 2 / 3 * 171, 41, 51])
+    assert run_windows(noise, 8, 2, denoise).flatten().tolist() == pytest.approx([1, 11, 21, 31, 41, 51])
+    with pytest.raises(ValueError, match="carry"):
+        run_windows(noise, 4, 2, denoise, carry=1.5)
+
+
+@pytest.mark.parametrize("kind", ["forward", "inverse"])
+def test_a_long_clip_runs_in_windows_that_each_see_only_their_own_frames(kind, base):
+    build = new_forward_renderer if kind == "forward" else new_inverse_renderer
+    cls = ForwardRendererPipeline if kind == "forward" else InverseRendererPipeline
+    with torch.no_grad():
+        made = build(base, seed=1)
+        for prm in made.unet.parameters():
+            prm.add_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(prm.numel())) * 0.02)
+    pipe = cls(**made.components, single_step=True, input_noise="zero")
+    pipe.set_progress_bar_config(disable=True)
+    if kind == "forward":
+        gb, env = _gbuffers(6, seed=4)
+
+        def run(lo, hi, **kw):
+            return pipe({p: x[:, lo:hi] for p, x in gb.items()}, env[:, lo:hi], output_type="latent", **kw)
+    else:
+        video = _rand(1, 6, 3, 32, 32, seed=5)
+
+        def run(lo, hi, **kw):
+            return torch.stack(list(pipe(video[:, lo:hi], output_type="latent", **kw).values()))
+    first, second = run(0, 4), run(2, 6)   # each window's frames on their own
+    whole = run(0, 6, window=4, overlap=2)
+    f = (slice(None),) * (first.ndim - 4)  # the leading (pass,) batch dimensions
+    # frames 0, 1 are the first window's alone, frames 4, 5 the second's; 2 and 3 blend 2/3 : 1/3, 1/3 : 2/3
+    assert torch.equal(whole[f + (slice(0, 2),)], first[f + (slice(0, 2),)])
+    assert torch.equal(whole[f + (slice(4, 6),)], second[f + (slice(2, 4),)])
+    for k, (a, b) in enumerate(((2 / 3, 1 / 3), (1 / 3, 2 / 3))):
+        blend = a * first[f + (2 + k,)] + b * second[f + (k,)]
+        assert float((whole[f + (2 + k,)] - blend).abs().max()) < 1e-5
+    carried = run(0, 6, window=4, overlap=2, carry=0.1)
+    assert torch.equal(carried[f + (slice(0, 2),)], whole[f + (slice(0, 2),)])
+    assert float((carried[f + (slice(4, 6),)] - whole[f + (slice(4, 6),)]).abs().max()) > 1e-6  # the carry reaches them
 
 
 def _clip(t=4, h=48, w=64):

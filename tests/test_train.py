@@ -40,6 +40,19 @@ def train_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=timeout)
 
 
+def train_cli_here(capfd, *args: str) -> subprocess.CompletedProcess:
+    """`dr-train ARGS` run by the command's own entry (dr.cli.runner.run) in this interpreter, its output
+    read from the file descriptors: for input that the command must refuse, where a fresh interpreter
+    would spend its 5 s importing diffusers to say one line. (Every test also runs the real command.)"""
+    from dr.cli.runner import run
+    from dr.cli.train_app import app
+
+    capfd.readouterr()
+    rc = run(app, "dr-train", list(args))
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(list(args), rc, out, err)
+
+
 @pytest.fixture(scope="module")
 def tiny_base_dir(shards_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("models")
@@ -158,7 +171,7 @@ def test_a_run_trains_checkpoints_reloads_bitwise_and_continues_exactly(kind, sh
 
 
 def test_single_step_fine_tuning_from_a_checkpoint_resumes_exactly_and_evaluates_in_one_step(
-        shards_run, tiny_base_dir, tmp_path):
+        shards_run, tiny_base_dir, tmp_path, capfd):
     data = ["--data", str(shards_run), "--preset", "tiny"]
     multi = tmp_path / "multi"
     r = train_cli("inverse", *data, "--base", str(tiny_base_dir), "--out", str(multi), "--max-steps", "2")
@@ -199,15 +212,14 @@ def test_single_step_fine_tuning_from_a_checkpoint_resumes_exactly_and_evaluates
         (["inverse", *data, "--out", str(tmp_path / "x")], "--base"),
         (["inverse", *data, "--base", str(tiny_base_dir), "--init", str(multi), "--out", str(tmp_path / "y")],
          "not both"),
-        (["forward", *data, "--base", str(tiny_base_dir), "--out", str(tmp_path / "z"), "--set",
-          "train.single_step=true"], "not built yet"),
+        (["forward", *data, "--init", str(multi), "--out", str(tmp_path / "z")], "is an inverse renderer"),
     ]
     for argv, message in bad:
-        r = train_cli(*argv)
+        r = train_cli_here(capfd, *argv)
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (argv, r.stderr)
 
 
-def test_bad_input_is_one_line_and_exit_2(shards_run, tiny_base_dir, tmp_path):
+def test_bad_input_is_one_line_and_exit_2(shards_run, tiny_base_dir, tmp_path, capfd):
     ok = ["--data", str(shards_run), "--base", str(tiny_base_dir), "--preset", "tiny"]
     cases = [
         (["inverse", "--data", str(tmp_path / "nothing"), "--base", str(tiny_base_dir), "--out", str(tmp_path / "a")],
@@ -218,8 +230,8 @@ def test_bad_input_is_one_line_and_exit_2(shards_run, tiny_base_dir, tmp_path):
         (["forward", *ok, "--out", str(tmp_path / "d"), "--set", "data.frames=9"], "clips of 4 frames"),
         (["forward", *ok, "--out", str(tmp_path / "e"), "--preset", "nope"], "unknown preset"),
     ]
-    for args, message in cases:
-        r = train_cli(*args)
+    for i, (args, message) in enumerate(cases):
+        r = train_cli(*args) if i == 0 else train_cli_here(capfd, *args)  # the first in a fresh interpreter
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     # a run of one kind is not continued by the other, nor by another config
@@ -227,7 +239,7 @@ def test_bad_input_is_one_line_and_exit_2(shards_run, tiny_base_dir, tmp_path):
     assert train_cli("inverse", *ok, "--out", str(run), "--max-steps", "1").returncode == 0
     for args, message in ((["forward", *ok], "inverse renderer"),
                           (["inverse", *ok, "--set", "optim.lr=0.1"], "config_hash")):
-        r = train_cli(*args, "--out", str(run), "--max-steps", "1")
+        r = train_cli_here(capfd, *args, "--out", str(run), "--max-steps", "1")
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
@@ -446,7 +458,8 @@ def test_cache_latents_holds_what_the_vae_gives_and_training_reads_it(shards_run
     assert r.returncode == 2 and "--set data.latent_cache=false" in r.stderr, r.stderr
 
 
-def test_env_encoder_pretraining_learns_and_the_forward_renderer_keeps_it_frozen(shards_run, tiny_base_dir, tmp_path):
+def test_env_encoder_pretraining_learns_the_forward_renderer_keeps_it_frozen_and_fine_tunes_to_one_step(
+        shards_run, tiny_base_dir, tmp_path, capfd):
     from safetensors.torch import load_file
 
     common = ["--data", str(shards_run), "--base", str(tiny_base_dir), "--preset", "tiny"]
@@ -469,3 +482,95 @@ def test_env_encoder_pretraining_learns_and_the_forward_renderer_keeps_it_frozen
     r = train_cli("forward", *common, "--out", str(tmp_path / "bad"), "--max-steps", "1", "--env-encoder",
                   str(tmp_path / "nothing"))
     assert r.returncode == 2 and "holds no env encoder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+    # a single-step forward renderer fine-tuned from that one, its env encoder still frozen
+    single = tmp_path / "single"
+    r = train_cli("forward", "--data", str(shards_run), "--preset", "tiny", "--init", str(fwd), "--single-step",
+                  "--set", "train.freeze_env_encoder=true", "--out", str(single), "--max-steps", "2")
+    assert r.returncode == 0, r.stderr
+    done = single / "checkpoints" / "step-0000002" / "pipeline"
+    assert json.loads((done / "model_index.json").read_text())["single_step"] is True
+    got = load_file(str(done / name))
+    assert all(torch.equal(pre[k], got[k]) for k in pre)
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(fwd / "checkpoints" / "step-0000002" / "pipeline" / unet)), load_file(str(done / unet))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the UNet trained
+    assert all(np.isfinite(list(_losses(single).values())))
+    r = train_cli("eval", str(single), "--data", str(shards_run))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((single / "eval.json").read_text())
+    assert report["steps"] == 1 and 0 < report["model"]["rgb_psnr"] < 100
+    # a clip run in windows of 2 frames sharing 1, the latent carried: the flicker is printed beside the truth's
+    from dr.shards.reader import iter_samples
+
+    key = next(iter_samples(str(shards_run), passes=(), with_env=False)).key
+    r = train_cli("sample", str(single), key, "--out", str(tmp_path / "s"), "--window", "2", "--overlap", "1",
+                  "--carry", "0.1")
+    assert r.returncode == 0, r.stderr
+    said = r.stdout + r.stderr
+    assert "rgb_flicker " in said and "rgb_flicker_truth " in said, said
+    for argv, message in (
+            (["forward", *common, "--out", str(tmp_path / "f"), "--set", "train.freeze_env_encoder=true"],
+             "random env encoder"),
+            (["forward", "--data", str(shards_run), "--init", str(env), "--out", str(tmp_path / "g")],
+             "not a forward or inverse renderer"),
+            (["sample", str(single), key, "--out", str(tmp_path / "h"), "--window", "2", "--overlap", "2"],
+             "--overlap 2 must be less than the window, 2 frames")):
+        r = train_cli_here(capfd, *argv)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (argv, r.stderr)
+
+
+def test_cycle_trains_both_single_step_renderers_together_resumes_exactly_and_evaluates_the_cycle(
+        shards_run, tiny_base_dir, tmp_path, capfd):
+    from safetensors.torch import load_file
+
+    common = ["--data", str(shards_run), "--preset", "tiny"]
+    for kind in ("forward", "inverse"):
+        r = train_cli(kind, *common, "--base", str(tiny_base_dir), "--single-step", "--out", str(tmp_path / kind),
+                      "--max-steps", "1")
+        assert r.returncode == 0, r.stderr
+    pair = ["cycle", *common, "--forward", str(tmp_path / "forward"), "--inverse", str(tmp_path / "inverse"),
+            "--set", "train.ema_decay=0.9", "--set", "train.checkpoint_every=1", "--set", "train.cycle_weight=0.5"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    r = train_cli(*pair, "--out", str(whole), "--max-steps", "2")
+    assert r.returncode == 0, r.stderr
+    for steps in ("1", "2"):  # the second resumes from the raw weights of forward/unet, inverse/unet, ...
+        r = train_cli_here(capfd, *pair, "--out", str(part), "--max-steps", steps)
+        assert r.returncode == 0, r.stderr
+    a, b = _losses(whole), _losses(part)
+    assert sorted(a) == [1, 2] and a == b and all(np.isfinite(list(a.values())))
+    done = whole / "checkpoints" / "step-0000002"
+    assert json.loads((done / "pipeline" / "model_index.json").read_text())["_class_name"] == "RendererPair"
+    assert sorted(p.name for p in (done / "training").iterdir()) == ["forward", "inverse"]
+    for kind in ("forward", "inverse"):  # both trained
+        name = "unet/diffusion_pytorch_model.safetensors"
+        start = load_file(str(tmp_path / kind / "checkpoints" / "step-0000001" / "pipeline" / name))
+        got = load_file(str(done / "pipeline" / kind / name))
+        assert any(not torch.equal(start[k], got[k]) for k in start), kind
+
+    r = train_cli_here(capfd, "eval", str(whole), "--data", str(shards_run))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((whole / "eval.json").read_text())
+    assert rep["kind"] == "cycle" and rep["forward"]["steps"] == rep["inverse"]["steps"] == 1
+    c = rep["cycle"]
+    assert 0 < c["rgb_cycle"]["rgb_psnr"] < 100 and 0 <= c["gbuffer_cycle"]["normal_angle_deg"] <= 180
+    assert "forward(inverse(rgb)) against rgb" in r.stderr
+    # either renderer of the pair is a checkpoint of its own; --cycle pairs two separately trained ones
+    r = train_cli_here(capfd, "eval", str(done / "pipeline" / "inverse"), "--data", str(shards_run), "--cycle",
+                       str(tmp_path / "forward"), "--out", str(tmp_path / "sep.json"))
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads((tmp_path / "sep.json").read_text())["cycle"]) >= {"rgb_cycle", "gbuffer_cycle"}
+
+    from dr.models.base import tiny_base
+    from dr.models.build import new_forward_renderer
+
+    new_forward_renderer(tiny_base(0)).save_pretrained(tmp_path / "multi")
+    for argv, message in (
+            (["cycle", *common, "--forward", str(tmp_path / "multi"), "--inverse", str(tmp_path / "inverse"),
+              "--out", str(tmp_path / "a")], "multi-step renderer"),
+            (["cycle", *common, "--forward", str(tmp_path / "inverse"), "--inverse", str(tmp_path / "inverse"),
+              "--out", str(tmp_path / "b")], "is an inverse renderer"),
+            (["sample", str(whole), "x", "--out", str(tmp_path / "c")], "holds both renderers"),
+            (["eval", str(whole), "--data", str(shards_run), "--cycle", str(tmp_path / "forward")], "leave out --cycle")):
+        r = train_cli_here(capfd, *argv)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (argv, r.stderr)

@@ -6,6 +6,7 @@ torch and diffusers are imported inside the commands, so `dr-train --help` stays
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -50,6 +51,8 @@ def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps
         sets.append(f"train.max_steps={max_steps}")
     if single_step:
         sets.append("train.single_step=true")
+    if env_encoder is not None:
+        sets.append("train.freeze_env_encoder=true")
     if (base is None) == (init is None):
         raise UserError("give the model to start from: --base (a new renderer from an SVD base) or --init "
                         "(a dr-train checkpoint of this renderer)" if base is None else
@@ -59,8 +62,11 @@ def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps
     init_folder = None
     if init is not None:
         init_kind, init_folder, _ = _find_checkpoint(init)
+        _single_renderer(init_kind, init_folder, "--init")
         if init_kind != kind:
-            raise UserError(f"--init {str(init)!r} is a {init_kind} renderer; this command trains the {kind} renderer")
+            article = "an" if init_kind == "inverse" else "a"
+            raise UserError(f"--init {str(init)!r} is {article} {init_kind} renderer; this command trains the "
+                            f"{kind} renderer")
     from dr.train.config import TrainConfig
 
     cfg = effective_config(TrainConfig, preset, config, sets, print_config)
@@ -72,9 +78,11 @@ def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps
     if cfg.data.flip and kind != "inverse":
         raise UserError(f"data.flip: mirroring the {kind} renderer's clips would need mirrored env maps, which "
                         f"are not built; it is for the inverse renderer")
-    if cfg.train.single_step and kind != "inverse":
-        raise UserError(f"train.single_step: single-step training of the {kind} renderer is not built yet "
-                        f"(the inverse renderer has it)")
+    if cfg.train.single_step and kind == "env-encoder":
+        raise UserError("train.single_step is for the renderers, not the env encoder")
+    if cfg.train.freeze_env_encoder and kind == "forward" and init is None and env_encoder is None:
+        raise UserError("train.freeze_env_encoder would keep a random env encoder: give --env-encoder (a "
+                        "pretrained one) or --init (a forward renderer's)")
     from dr.cli.progress import console, step_progress
     from dr.models.base import check_base
 
@@ -133,8 +141,10 @@ def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps
             pipe.register_modules(env_encoder=frozen.requires_grad_(False).eval())
     else:
         pipe = new_inverse_renderer(b, seed=cfg.train.seed)
-    if kind == "inverse":  # what the checkpoints' pipelines run (their model_index.json)
+    if kind in ("forward", "inverse"):  # what the checkpoints' pipelines run (their model_index.json)
         pipe.register_to_config(single_step=cfg.train.single_step, input_noise=cfg.train.input_noise)
+    if kind == "forward" and cfg.train.freeze_env_encoder:
+        pipe.env_encoder.requires_grad_(False).eval()
     clips = sum(d["samples"] for d in ident)
     what = "env encoder" if kind == "env-encoder" else f"{kind} renderer"
     say(f"training the {what} on {clips} clips from {len(ident)} source(s) into {out}",
@@ -182,21 +192,6 @@ def launch_rank() -> int:
         return 0
 
 
-@app.command("forward")
-def forward(data: DataOpt, base: Annotated[str, _base_opt()], out: OutOpt,
-            max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="optimiser steps (train.max_steps)",
-                                                             show_default=False)] = None,
-            preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
-            print_config: PrintConfigOpt = False,
-            env_encoder: Annotated[Optional[Path], typer.Option(
-                "--env-encoder", help="start from the env encoder `dr-train env-encoder` pretrained (its run, a "
-                                      "checkpoint or an env_encoder/ folder) and keep it frozen (default: a new "
-                                      "one, trained with the UNet)", show_default=False)] = None) -> None:
-    """Train the forward renderer: G-buffers (basecolor, normal, depth, roughness, metallic) and the env
-    encodings -> the rgb video. Checkpoints in OUT/checkpoints, metrics in OUT/logs."""
-    _train("forward", data, base, out, max_steps, preset, config, set_, print_config, env_encoder)
-
-
 @app.command("env-encoder")
 def env_encoder_cmd(data: DataOpt, base: Annotated[str, _base_opt()], out: OutOpt,
                     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="optimiser steps "
@@ -214,6 +209,29 @@ InitOpt = Annotated[Optional[Path], typer.Option(
     "--init", help="start from this dr-train checkpoint (a training run, a checkpoint or a pipeline folder) "
                    "instead of --base: fine-tuning, e.g. a multi-step renderer into a single-step one",
     show_default=False)]
+
+
+@app.command("forward")
+def forward(data: DataOpt, out: OutOpt, base: Annotated[Optional[str], _base_opt()] = None, init: InitOpt = None,
+            single_step: Annotated[bool, typer.Option(
+                "--single-step", help="train a single-step renderer (train.single_step): one network evaluation "
+                                      "at the largest noise level, the squared error of the decoded rgb, no "
+                                      "guidance")] = False,
+            max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="optimiser steps (train.max_steps)",
+                                                             show_default=False)] = None,
+            preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+            print_config: PrintConfigOpt = False,
+            env_encoder: Annotated[Optional[Path], typer.Option(
+                "--env-encoder", help="start from the env encoder `dr-train env-encoder` pretrained (its run, a "
+                                      "checkpoint or an env_encoder/ folder) and keep it frozen (default: a new "
+                                      "one, trained with the UNet)", show_default=False)] = None) -> None:
+    """Train the forward renderer: G-buffers (basecolor, normal, depth, roughness, metallic) and the env
+    encodings -> the rgb video. Checkpoints in OUT/checkpoints, metrics in OUT/logs. With --single-step
+    (Ouroboros; best with --init from a multi-step one) the renderer takes one network evaluation instead
+    of 20 guided sampling steps: its x0 is decoded by the frozen VAE and trained on the rgb pixels; the
+    latent cache is not read. train.freeze_env_encoder=true keeps an --init renderer's env encoder fixed."""
+    _train("forward", data, base, out, max_steps, preset, config, set_, print_config, env_encoder, init=init,
+           single_step=single_step)
 
 
 @app.command("inverse")
@@ -234,11 +252,87 @@ def inverse(data: DataOpt, out: OutOpt, base: Annotated[Optional[str], _base_opt
            single_step=single_step)
 
 
+@app.command("cycle")
+def cycle(data: DataOpt, out: OutOpt,
+          forward_ckpt: Annotated[Path, typer.Option(
+              "--forward", help="the single-step forward renderer to start from (a training run, a checkpoint or "
+                                "a pipeline folder; `dr-train forward --single-step` makes one)", show_default=False)],
+          inverse_ckpt: Annotated[Path, typer.Option(
+              "--inverse", help="the single-step inverse renderer to start from (`dr-train inverse --single-step`), "
+                                "on the same base (one VAE)", show_default=False)],
+          max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="optimiser steps (train.max_steps)",
+                                                           show_default=False)] = None,
+          preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+          print_config: PrintConfigOpt = False) -> None:
+    """Fine-tune a single-step forward and inverse renderer together (Ouroboros' cycle consistency): the
+    two task losses plus the cycles forward(inverse(I)) against the rgb I and inverse(forward(G)) against
+    the G-buffers G (train.cycle_weight), in pixel space after the frozen VAE decoder; the latents pass
+    from one renderer to the other directly. Both UNets, the pass embedding and the env encoder (unless
+    train.freeze_env_encoder) train. Checkpoints hold pipeline/forward and pipeline/inverse, each a
+    renderer every command takes; `dr-train eval OUT` measures both and the cycle."""
+    sets = list(set_ or [])
+    if max_steps is not None:
+        if max_steps < 1:
+            raise UserError(f"--max-steps {max_steps}: give a number of optimiser steps, at least 1")
+        sets.append(f"train.max_steps={max_steps}")
+    folders = {}
+    for want, ckpt in (("forward", forward_ckpt), ("inverse", inverse_ckpt)):
+        kind, folders[want], _ = _find_checkpoint(ckpt)
+        _single_renderer(kind, folders[want], f"--{want}")
+        if kind != want:
+            raise UserError(f"--{want} {str(ckpt)!r} is {'an' if kind == 'inverse' else 'a'} {kind} renderer")
+        index = json.loads((folders[want] / "model_index.json").read_text())
+        if not index.get("single_step"):
+            raise UserError(f"--{want} {str(ckpt)!r} is a multi-step renderer: fine-tune it first with "
+                            f"`dr-train {want} --single-step --init {ckpt}`")
+    vaes = [(folders[k] / "vae" / "diffusion_pytorch_model.safetensors") for k in ("forward", "inverse")]
+    if not all(v.is_file() for v in vaes) or vaes[0].read_bytes() != vaes[1].read_bytes():
+        raise UserError("--forward and --inverse have different VAEs: train both from the same --base")
+    from dr.train.config import TrainConfig
+
+    cfg = effective_config(TrainConfig, preset, config, sets + ["train.single_step=true"], print_config)
+    out = writable_folder(out)
+    from dr.train.run_folder import check_frames, data_identity, open_run, precheck_run
+
+    ident = data_identity(data)
+    check_frames(ident, cfg.data.frames)
+    if cfg.data.flip:
+        raise UserError("data.flip: the forward renderer's env map would have to be mirrored too; leave it off")
+    src = f"cycle:{folders['forward']}|{folders['inverse']}"
+    main_proc = launch_rank() == 0
+    precheck_run(out, "cycle", cfg, src, ident)
+    from dr.cli.progress import console, step_progress
+    from dr.models.pipelines import RendererPair
+    from dr.train.trainer import train
+
+    say = console.print if main_proc else (lambda *a, **k: None)
+    say(f"starting from {folders['forward']} and {folders['inverse']}", highlight=False, soft_wrap=True)
+    pair = RendererPair(_load_pipeline("forward", folders["forward"]), _load_pipeline("inverse", folders["inverse"]))
+    if cfg.train.freeze_env_encoder:
+        pair.forward.env_encoder.requires_grad_(False).eval()
+    if main_proc:
+        open_run(out, "cycle", cfg, src, ident, sys.argv[1:])
+    clips = sum(d["samples"] for d in ident)
+    say(f"training the forward and inverse renderers together on {clips} clips from {len(ident)} source(s) "
+        f"into {out}", highlight=False, soft_wrap=True)
+    with step_progress("cycle", cfg.train.max_steps) if main_proc else contextlib.nullcontext(None) as update:
+        def on_step(r) -> None:
+            if update is not None:
+                update(r.step, f"loss {r.loss:.4f}  lr {r.lr:.2e}  {r.clips_per_s:.2f} clips/s")
+
+        try:
+            res = train("cycle", pair, cfg, data, out, on_step=on_step)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    if res["resumed_from"]:
+        say(f"  resumed from {res['resumed_from']}", highlight=False, soft_wrap=True)
+    say(f"[bold green]trained[/] both renderers to step {res['step']}: {res['checkpoint']}/pipeline/forward and "
+        f"/inverse\n  metrics {out}/logs/metrics.jsonl (TensorBoard: {out}/logs)", highlight=False, soft_wrap=True)
+
+
 def _find_checkpoint(ckpt: Path) -> tuple[str, Path, Path | None]:
     """(kind, pipeline folder, training run folder or None) of CKPT; UserError if it is none of ours.
     Loads nothing."""
-    import json
-
     from dr.train.checkpoint import resolve_pipeline
 
     try:
@@ -246,10 +340,17 @@ def _find_checkpoint(ckpt: Path) -> tuple[str, Path, Path | None]:
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
     cls_name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
-    kinds = {"ForwardRendererPipeline": "forward", "InverseRendererPipeline": "inverse"}
+    kinds = {"ForwardRendererPipeline": "forward", "InverseRendererPipeline": "inverse", "RendererPair": "cycle"}
     if cls_name not in kinds:
         raise UserError(f"{folder} holds a {cls_name}, not a forward or inverse renderer of dr-train")
     return kinds[cls_name], folder, run_dir
+
+
+def _single_renderer(kind: str, folder: Path, option: str) -> None:
+    """UserError if ``folder`` is a cycle run's pair where one renderer is wanted."""
+    if kind == "cycle":
+        raise UserError(f"{option} {folder} holds both renderers of a `dr-train cycle` run: give "
+                        f"{folder / 'forward'} or {folder / 'inverse'}")
 
 
 def _load_pipeline(kind: str, folder: Path):
@@ -260,8 +361,6 @@ def _load_pipeline(kind: str, folder: Path):
 
 def _run_config(run_dir: Path | None, preset, config, set_):
     """The TrainConfig of a checkpoint's training run, or the one --preset/--config/--set give."""
-    import json
-
     from pydantic import ValidationError
 
     from dr.train.config import TrainConfig
@@ -297,44 +396,73 @@ def eval_(
     out: Annotated[Optional[Path], typer.Option("--out", help="where to write the report (JSON); default: "
                                                               "RUN/eval.json of the checkpoint's training run",
                                                 show_default=False)] = None,
+    cycle: Annotated[Optional[Path], typer.Option(
+        "--cycle", help="a renderer of the other kind (a training run, a checkpoint or a pipeline folder): evaluate "
+                        "it too, and the cycle of the two (a `dr-train cycle` run is measured so by itself)",
+        show_default=False)] = None,
     preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Evaluate a checkpoint on the held-out clips of --data (chosen by a hash of the clip id, never trained
     on), beside the training set's mean as a trivial baseline. Forward: rgb PSNR and SSIM (display view).
     Inverse: basecolor PSNR, normal angle, roughness and metallic RMSE, depth AbsRel after scale and shift.
+    With both renderers (a `dr-train cycle` run, or --cycle) also the cycle: the forward metrics of
+    forward(inverse(rgb)) against the rgb, the inverse metrics of inverse(forward(G-buffers)) against them.
     The data settings (size, frames, held-out share) are the training run's; --preset/--config/--set give
     them for a bare pipeline folder."""
-    import json
-
     from dr.cli.progress import console
     from dr.train.run_folder import data_identity
 
     data_identity(data)
     kind, folder, run_dir = _find_checkpoint(ckpt)
+    folders = {"forward": folder / "forward", "inverse": folder / "inverse"} if kind == "cycle" else {kind: folder}
+    if cycle is not None:
+        if kind == "cycle":
+            raise UserError(f"{folder} holds both renderers of a cycle run: leave out --cycle")
+        other = "inverse" if kind == "forward" else "forward"
+        other_kind, other_folder, _ = _find_checkpoint(cycle)
+        if other_kind != other:
+            raise UserError(f"--cycle {str(cycle)!r}: give the {other} renderer to go with this {kind} one")
+        folders[other] = other_folder
     cfg = _run_config(run_dir, preset, config, set_)
     target = out or (run_dir / "eval.json" if run_dir else None)
     if target is None:
         raise UserError(f"{folder} is not inside a training run: give --out FILE for the report")
     target = target.expanduser().absolute()
-    from dr.train.evaluate import evaluate
+    from dr.train.evaluate import evaluate, evaluate_cycle
 
-    pipe = _load_pipeline(kind, folder)
-    steps = _steps(pipe, steps)
+    pipes = {k: _load_pipeline(k, f) for k, f in sorted(folders.items())}
+    reports = {}
     try:
-        rep = evaluate(kind, pipe, data, cfg.data, steps=steps, seed=cfg.train.seed, max_clips=max_clips)
+        for k, pipe in pipes.items():
+            reports[k] = evaluate(k, pipe, data, cfg.data, steps=_steps(pipe, steps), seed=cfg.train.seed,
+                                  max_clips=max_clips)
+            reports[k]["checkpoint"] = str(folders[k])
+        if len(pipes) == 2:
+            reports["cycle"] = evaluate_cycle(pipes["forward"], pipes["inverse"], data, cfg.data, seed=cfg.train.seed,
+                                              max_clips=max_clips)
     except ValueError as e:
         raise UserError(str(e)) from None
-    rep["checkpoint"] = str(folder)
+    rep = reports[kind] if len(pipes) == 1 else {"kind": "cycle", **reports, "checkpoint": str(folder)}
     from dr.files import write_text_atomic
 
     write_text_atomic(target, json.dumps(rep, indent=1, sort_keys=True) + "\n")
-    console.print(f"[bold]{kind} renderer[/] on {rep['clips']} held-out clips ({steps} steps, "
-                  f"{rep['seconds_per_clip']:.2f} s a clip): model | baseline",
-                  highlight=False, soft_wrap=True)
-    for k, v in rep["model"].items():
-        console.print(f"  {k:18s} {v:9.4f} | {rep['baseline'][k]:9.4f}", highlight=False, soft_wrap=True)
-    for s in rep["skipped"]:
-        console.print(f"  skipped {s}", highlight=False, soft_wrap=True)
+    for k in ("forward", "inverse"):
+        r = reports.get(k)
+        if r is None:
+            continue
+        console.print(f"[bold]{k} renderer[/] on {r['clips']} held-out clips ({r['steps']} steps, "
+                      f"{r['seconds_per_clip']:.2f} s a clip): model | baseline", highlight=False, soft_wrap=True)
+        for m, v in r["model"].items():
+            console.print(f"  {m:18s} {v:9.4f} | {r['baseline'][m]:9.4f}", highlight=False, soft_wrap=True)
+        for s in r["skipped"]:
+            console.print(f"  skipped {s}", highlight=False, soft_wrap=True)
+    if "cycle" in reports:
+        c = reports["cycle"]
+        console.print(f"[bold]cycle[/] on {c['clips']} held-out clips", highlight=False, soft_wrap=True)
+        for part, what in (("rgb_cycle", "forward(inverse(rgb)) against rgb"),
+                           ("gbuffer_cycle", "inverse(forward(G-buffers)) against them")):
+            console.print(f"  {what}: " + ", ".join(f"{m} {v:.4f}" for m, v in c[part].items()),
+                          highlight=False, soft_wrap=True)
     console.print(f"  report {target}", highlight=False, soft_wrap=True)
 
 
@@ -362,20 +490,30 @@ def sample(
                                                                          "20, or 1 for a single-step one)",
                                                  show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of the initial noise")] = 0,
+    window: Annotated[Optional[int], typer.Option(
+        "--window", min=1, help="frames per window when --frames exceeds it (default: the model's frames, "
+                                "unet/config.json num_frames)", show_default=False)] = None,
+    overlap: Annotated[int, typer.Option("--overlap", min=0, help="frames shared by consecutive windows, blended "
+                                                                  "linearly")] = 6,
+    carry: Annotated[float, typer.Option(
+        "--carry", min=0.0, max=1.0, help="gamma of the carried latent: each window starts, on the frames it "
+                                          "shares with the one before, from gamma x that window's result + "
+                                          "(1 - gamma) x noise (Ouroboros: 0.1; 0: independent windows)")] = 0.0,
     preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Run a checkpoint on one clip at the training size: the forward renderer renders its G-buffers under
-    its env map (or --env), the inverse renderer decomposes its rgb (clips longer than the model's frames in
-    overlapping windows). Writes previews like `dr-data preview`, the truth beside the model's result, the
-    result's passes in DESIGN's units as an .npz, and prints dr-train eval's metrics for the clip."""
-    import json
-
+    its env map (or --env), the inverse renderer decomposes its rgb. Clips longer than the model's frames
+    run in overlapping windows (--window, --overlap, --carry). Writes previews like `dr-data preview`, the
+    truth beside the model's result, the result's passes in DESIGN's units as an .npz, and prints dr-train
+    eval's metrics for the clip and the flicker of each pass (mean absolute change between consecutive
+    frames) beside the truth's."""
     import numpy as np
 
     from dr.cli.progress import console
     from dr.train.run_folder import data_identity
 
     kind, folder, run_dir = _find_checkpoint(ckpt)
+    _single_renderer(kind, folder, "CKPT")
     run = json.loads((run_dir / "run.json").read_text()) if run_dir is not None else None
     cfg = _run_config(run_dir, preset, config, set_)
     sources = list(data or ([d["source"] for d in run["data"]] if run else []))
@@ -403,10 +541,14 @@ def sample(
         raise UserError(f"clip {clip!r} is in none of {', '.join(sources)}") from None
     pipe = _load_pipeline(kind, folder)
     steps = _steps(pipe, steps)
+    w = window or pipe.num_frames
+    if n > w and overlap >= w:
+        raise UserError(f"--overlap {overlap} must be less than the window, {w} frames")
     console.print(f"running the {kind} renderer on {clip} ({n} frames, {steps} steps)", highlight=False,
                   soft_wrap=True)
     try:
-        true, made, metrics = sample_clip(kind, pipe, found, cfg.data, n, steps=steps, seed=seed, env=hdri)
+        true, made, metrics = sample_clip(kind, pipe, found, cfg.data, n, steps=steps, seed=seed, env=hdri,
+                                          window=window, overlap=overlap, carry=carry)
     except ValueError as e:
         raise UserError(str(e)) from None
     import io
@@ -418,8 +560,9 @@ def sample(
     np.savez_compressed(buf, **made.passes, **({"env": made.env} if made.env is not None and kind == "forward" else {}))
     write_bytes_atomic(out / f"{made.key}.npz", buf.getvalue())
     write_previews([true, made], out, frames=min(n, 6), title=f"dr-train sample {folder} {clip}")
-    if hdri is None:  # against the path-traced truth (under another env map there is none)
-        console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False, soft_wrap=True)
+    if hdri is not None:  # under another env map there is no path-traced truth to compare with
+        metrics = {k: v for k, v in metrics.items() if k.endswith("_flicker")}
+    console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False, soft_wrap=True)
     console.print(f"[bold green]sampled[/] {clip}: {out / (made.key + '.npz')}\n  open {out / INDEX_NAME}",
                   highlight=False, soft_wrap=True)
 
@@ -471,8 +614,6 @@ def init_tiny(
     scheduler) to OUT/svd: the base for CPUs and tests. Its VAE is fitted as an autoencoder to the passes of
     the --data clips, so decode(encode(x)) is close to x; the reconstruction PSNR per pass, on clips held out
     of the fit, is printed and saved in OUT/svd/vae_fit.json."""
-    import json
-
     from dr.cli.progress import console, count_progress
 
     out = writable_folder(out)

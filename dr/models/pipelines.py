@@ -9,11 +9,15 @@ pass_embedding/) with ``model_index.json``; ``from_pretrained`` rebuilds the pip
   in [0, 1]; ``display_to_linear`` gives linear radiance up to that exposure). Classifier-free
   guidance against zero conditions and zero env tokens.
 - ``InverseRendererPipeline``: rgb display view -> basecolor, metallic, roughness, normal, depth in
-  DESIGN's units (depth relative: [0, 1], near small). The passes run as one batch; clips longer
-  than ``num_frames`` run in overlapping windows whose latents are blended linearly. A single-step
-  one (``single_step=True`` in its model_index.json; Ouroboros) evaluates the UNet once per window,
-  at SIGMA_MAX, on the input noise its ``input_noise`` names (gaussian, pyramid or zero), and returns
-  that x0: what `dr-train inverse --single-step` trains.
+  DESIGN's units (depth relative: [0, 1], near small). The passes run as one batch.
+
+Both run clips longer than ``num_frames`` in overlapping windows (``run_windows``) whose x0 latents
+are blended linearly; with ``carry`` (Ouroboros' gamma, 0.1 in the paper) a window starts, on the
+frames it shares with the one before, from gamma * that window's x0 + (1 - gamma) * noise, which ties
+the windows together. A single-step renderer (``single_step=True`` in its model_index.json; Ouroboros)
+evaluates the UNet once per window, at SIGMA_MAX, on the input noise its ``input_noise`` names
+(gaussian, pyramid or zero), without guidance, and returns that x0: what `dr-train forward|inverse
+--single-step` trains. ``RendererPair`` holds the two that `dr-train cycle` trains together.
 """
 
 from __future__ import annotations
@@ -88,6 +92,34 @@ def blend_weights(starts: Sequence[int], window: int, frames: int) -> torch.Tens
     return w / w.sum(0, keepdim=True)
 
 
+def run_windows(noise: torch.Tensor, window: int, overlap: int, denoise, carry: float = 0.0) -> torch.Tensor:
+    """The x0 latents (N, T, C, h, w) of a clip run in overlapping windows and blended.
+
+    ``noise`` (N, T, C, h, w): the unit-scale starting latents of every frame; ``denoise(frames, start)``
+    takes a frame slice and that window's starting latents (N, len, C, h, w) and returns its x0 latents.
+    Windows as ``window_starts``, weights as ``blend_weights``. With ``carry`` = gamma > 0, window k > 0
+    starts on the frames it shares with window k - 1 from gamma * x0_{k-1} + (1 - gamma) * noise."""
+    if not 0.0 <= carry <= 1.0:
+        raise ValueError(f"carry {carry} must be in [0, 1]")
+    t = noise.shape[1]
+    starts = window_starts(t, window, overlap)
+    span = min(window, t)
+    weights = blend_weights(starts, span, t).to(noise.device, torch.float32)
+    blended = torch.zeros(noise.shape, device=noise.device, dtype=torch.float32)
+    prev = None
+    for k, s in enumerate(starts):
+        start = noise[:, s:s + span]
+        if carry > 0 and prev is not None:
+            p_start, p_x0 = prev
+            shared = p_start + span - s
+            start = start.clone()
+            start[:, :shared] = carry * p_x0[:, s - p_start:].to(start.dtype) + (1 - carry) * start[:, :shared]
+        z = denoise(slice(s, s + span), start).float()
+        blended[:, s:s + span] += z * weights[k, s:s + span].reshape(1, -1, 1, 1, 1)
+        prev = (s, z)
+    return blended
+
+
 def display_to_linear(display: np.ndarray) -> np.ndarray:
     """The rgb display view ([0, 1] sRGB) back to linear radiance, up to the clip's exposure scale."""
     from dr.srgb import srgb_to_linear
@@ -126,6 +158,19 @@ class _RendererPipeline(DiffusionPipeline):
             raise ValueError(f"a single-step renderer runs 1 step, not {num_inference_steps}")
         return int(num_inference_steps)
 
+    def guidance(self, guidance_scale: float | None, default: float) -> float:
+        """The guidance scale to run: ``default`` when none is given, 1 (none) for a single-step renderer."""
+        single = self.config.get("single_step", False)
+        if guidance_scale is None:
+            return 1.0 if single else float(default)
+        if single and guidance_scale != 1.0:
+            raise ValueError(f"a single-step renderer runs without guidance, not at {guidance_scale}")
+        return float(guidance_scale)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.unet.config.num_frames)
+
     def _sigma_loop(self, num_inference_steps: int, device):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         return self.scheduler.timesteps
@@ -149,9 +194,11 @@ class ForwardRendererPipeline(_RendererPipeline):
     model_cpu_offload_seq = "env_encoder->unet->vae"
 
     def __init__(self, unet: RendererUNet, vae: AutoencoderKLTemporalDecoder, env_encoder: EnvEncoder,
-                 scheduler: EulerDiscreteScheduler):
+                 scheduler: EulerDiscreteScheduler, single_step: bool = False, input_noise: str = "gaussian"):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, env_encoder=env_encoder, scheduler=scheduler)
+        _check_noise(input_noise)
+        self.register_to_config(single_step=bool(single_step), input_noise=str(input_noise))
 
     def condition_latents(self, gbuffers: dict[str, torch.Tensor]) -> torch.Tensor:
         """{pass: (B, T, 3, H, W)} -> (B, T, 20, h, w), passes in FORWARD_CONDITIONS order."""
@@ -165,36 +212,62 @@ class ForwardRendererPipeline(_RendererPipeline):
         return self.env_encoder.tokens(env.flatten(0, 1).to(self.env_encoder.dtype))
 
     @torch.no_grad()
-    def __call__(self, gbuffers: dict[str, torch.Tensor], env: torch.Tensor, num_inference_steps: int = 20,
-                 guidance_scale: float = 1.2, generator: torch.Generator | None = None,
-                 latents: torch.Tensor | None = None, decode_chunk_size: int = 8, output_type: str = "np"):
+    def __call__(self, gbuffers: dict[str, torch.Tensor] | None, env: torch.Tensor,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 generator: torch.Generator | None = None, latents: torch.Tensor | None = None,
+                 window: int | None = None, overlap: int = 6, carry: float = 0.0, decode_chunk_size: int = 8,
+                 output_type: str = "np", gbuffer_latents: torch.Tensor | None = None):
         """Returns the rgb display view, (B, T, H, W, 3) float32 in [0, 1] (``output_type='np'``), or
-        the scaled latents (``'latent'``)."""
+        the scaled latents (``'latent'``). ``num_inference_steps`` defaults to ``default_steps`` and
+        ``guidance_scale`` to 1.2 (a single-step renderer: 1 step, no guidance); ``latents`` (B, T, 4, h, w)
+        replace the starting noise (unit scale); ``window`` (default the UNet's ``num_frames``),
+        ``overlap`` and ``carry`` as ``run_windows``. ``gbuffer_latents`` (B, T, 20, h, w), the scaled
+        latents of the passes in FORWARD_CONDITIONS order (an inverse renderer's ``'latent'`` output,
+        say), replace ``gbuffers``."""
+        num_inference_steps = self.steps(num_inference_steps)
+        guidance_scale = self.guidance(guidance_scale, 1.2)
         device, dtype = self._execution_device, self.unet.dtype
-        cond = self.condition_latents({k: v.to(device) for k, v in gbuffers.items()}).to(dtype)
-        tokens = [t.to(dtype) for t in self.env_tokens(env.to(device))]
+        if gbuffer_latents is not None:
+            cond = gbuffer_latents.to(device, dtype)
+        else:
+            cond = self.condition_latents({k: v.to(device) for k, v in gbuffers.items()}).to(dtype)
         b, t = cond.shape[:2]
-        cfg = guidance_scale != 1.0
-        if cfg:
-            cond = torch.cat([torch.zeros_like(cond), cond])
-            tokens = [torch.cat([torch.zeros_like(x), x]) for x in tokens]
-        timesteps = self._sigma_loop(num_inference_steps, device)
+        tokens = [x.to(dtype).unflatten(0, (b, t)) for x in self.env_tokens(env.to(device))]  # (B, T, N, C)
         shape = (b, t, 4, *cond.shape[-2:])
-        x = self._noise(shape, generator, device, dtype) if latents is None else latents.to(device, dtype)
-        x = x * self.scheduler.init_noise_sigma
-        time_ids = added_time_ids(cond.shape[0], device, dtype)
-        for ts in self.progress_bar(timesteps):
-            x_in = torch.cat([x, x]) if cfg else x
-            x_in = self.scheduler.scale_model_input(x_in, ts)
-            out = self.unet(torch.cat([x_in, cond], dim=2), ts, tokens, time_ids).sample
-            if cfg:
-                uncond, c = out.chunk(2)
-                out = uncond + guidance_scale * (c - uncond)
-            x = self.scheduler.step(out, ts, x).prev_sample
+        x = self._input_noise(shape, generator, device, dtype) if latents is None else latents.to(device, dtype)
+
+        def denoise(frames: slice, start: torch.Tensor) -> torch.Tensor:
+            c = cond[:, frames]
+            ctx = [tok[:, frames].flatten(0, 1) for tok in tokens]
+            if self.config.get("single_step", False):
+                return single_step_x0(self.unet, start, c, ctx)
+            return self._sample(start, c, ctx, num_inference_steps, guidance_scale, device, dtype)
+
+        x = run_windows(x, window or self.num_frames, overlap, denoise, carry)
         if output_type == "latent":
             return x
         frames = decode_latents(self.vae, x, decode_chunk_size)
         return ((frames.float().clamp(-1, 1) + 1) / 2).permute(0, 1, 3, 4, 2).cpu().numpy()
+
+    def _sample(self, start, cond, ctx, steps: int, guidance_scale: float, device, dtype) -> torch.Tensor:
+        """EDM Euler from ``start`` (unit scale) with classifier-free guidance against zero conditions and
+        zero env tokens: the x0 latents of one window."""
+        cfg = guidance_scale != 1.0
+        if cfg:
+            cond = torch.cat([torch.zeros_like(cond), cond])
+            ctx = [torch.cat([torch.zeros_like(c), c]) for c in ctx]
+        timesteps = self._sigma_loop(steps, device)  # before init_noise_sigma, which depends on it
+        x = start * self.scheduler.init_noise_sigma
+        time_ids = added_time_ids(cond.shape[0], device, dtype)
+        for ts in self.progress_bar(timesteps):
+            x_in = torch.cat([x, x]) if cfg else x
+            x_in = self.scheduler.scale_model_input(x_in, ts)
+            out = self.unet(torch.cat([x_in, cond], dim=2), ts, ctx, time_ids).sample
+            if cfg:
+                uncond, c = out.chunk(2)
+                out = uncond + guidance_scale * (c - uncond)
+            x = self.scheduler.step(out, ts, x).prev_sample
+        return x
 
 
 class InverseRendererPipeline(_RendererPipeline):
@@ -209,56 +282,54 @@ class InverseRendererPipeline(_RendererPipeline):
         _check_noise(input_noise)
         self.register_to_config(single_step=bool(single_step), input_noise=str(input_noise))
 
-    @property
-    def num_frames(self) -> int:
-        return int(self.unet.config.num_frames)
-
     @torch.no_grad()
-    def __call__(self, video: torch.Tensor, passes: Sequence[str] = INVERSE_PASSES,
+    def __call__(self, video: torch.Tensor | None, passes: Sequence[str] = INVERSE_PASSES,
                  num_inference_steps: int | None = None, generator: torch.Generator | None = None,
-                 window: int | None = None, overlap: int = 6, decode_chunk_size: int = 8, output_type: str = "np"):
+                 window: int | None = None, overlap: int = 6, carry: float = 0.0, decode_chunk_size: int = 8,
+                 output_type: str = "np", video_latents: torch.Tensor | None = None):
         """video (B, T, 3, H, W): the rgb display view in [-1, 1]. Returns {pass: (B, T, H, W, C)}
         float32 in DESIGN's units (``output_type='np'``), or {pass: scaled latents} (``'latent'``).
         ``num_inference_steps`` defaults to ``default_steps`` (a single-step renderer takes only 1);
-        ``window`` defaults to the UNet's ``num_frames``."""
+        ``window`` (default the UNet's ``num_frames``), ``overlap`` and ``carry`` as ``run_windows``.
+        Every pass starts from the same noise. ``video_latents`` (B, T, 4, h, w), scaled (a forward
+        renderer's ``'latent'`` output, say), replace ``video``."""
         num_inference_steps = self.steps(num_inference_steps)
         device, dtype = self._execution_device, self.unet.dtype
         passes = tuple(passes)
+        p = len(passes)
         ids = pass_ids(passes).to(device)
-        video_latents = encode_frames(self.vae, video.to(device)).to(dtype)
+        if video_latents is not None:
+            video_latents = video_latents.to(device, dtype)
+        else:
+            video_latents = encode_frames(self.vae, video.to(device)).to(dtype)
         b, t = video_latents.shape[:2]
-        window = window or self.num_frames
-        starts = window_starts(t, window, overlap)
-        span = min(window, t)
         shape = (b, t, 4, *video_latents.shape[-2:])
-        noise = self._input_noise(shape, generator, device, dtype)
-        context = self.pass_embedding(ids).to(dtype)  # (P, 1, D)
-        blended = torch.zeros(len(passes), *shape, device=device, dtype=torch.float32)
-        weights = blend_weights(starts, span, t).to(device)
-        for k, s in enumerate(starts):
-            sl = slice(s, s + span)
-            z = self._denoise(video_latents[:, sl], noise[:, sl], context, num_inference_steps, device, dtype)
-            blended[:, :, sl] += z.float() * weights[k, sl].reshape(1, 1, -1, 1, 1, 1).float()
+        noise = self._input_noise(shape, generator, device, dtype).repeat(p, 1, 1, 1, 1)  # (P*B, ...), pass-major
+        context = self.pass_embedding(ids).to(dtype).repeat_interleave(b, dim=0)       # (P*B, 1, D)
+
+        def denoise(frames: slice, start: torch.Tensor) -> torch.Tensor:
+            cond = video_latents[:, frames].repeat(p, 1, 1, 1, 1)
+            if self.config.single_step:
+                return single_step_x0(self.unet, start, cond, context)
+            return self._sample(start, cond, context, num_inference_steps, device, dtype)
+
+        blended = run_windows(noise, window or self.num_frames, overlap, denoise, carry).unflatten(0, (p, b))
         if output_type == "latent":
             return dict(zip(passes, blended))
-        return {p: to_pass_units(p, decode_latents(self.vae, blended[i], decode_chunk_size))
-                for i, p in enumerate(passes)}
+        return {name: to_pass_units(name, decode_latents(self.vae, blended[i], decode_chunk_size))
+                for i, name in enumerate(passes)}
 
-    def _denoise(self, video_latents, noise, context, steps, device, dtype) -> torch.Tensor:
-        """All passes of all clips of one window as one batch: (P, B, t, 4, h, w) x0 latents."""
-        p, b = context.shape[0], video_latents.shape[0]
-        cond = video_latents.repeat(p, 1, 1, 1, 1)                       # (P*B, t, 4, h, w), pass-major
-        ctx = context.repeat_interleave(b, dim=0)                        # (P*B, 1, D)
-        if self.config.single_step:
-            return single_step_x0(self.unet, noise.repeat(p, 1, 1, 1, 1), cond, ctx).reshape(p, b, *noise.shape[1:])
+    def _sample(self, start, cond, ctx, steps: int, device, dtype) -> torch.Tensor:
+        """EDM Euler from ``start`` (unit scale): the x0 latents of every pass of every clip of one window,
+        as one batch (pass-major rows)."""
         timesteps = self._sigma_loop(steps, device)  # before init_noise_sigma, which depends on it
-        x = noise.repeat(p, 1, 1, 1, 1) * self.scheduler.init_noise_sigma
-        time_ids = added_time_ids(p * b, device, dtype)
+        x = start * self.scheduler.init_noise_sigma
+        time_ids = added_time_ids(start.shape[0], device, dtype)
         for ts in self.progress_bar(timesteps):
             x_in = self.scheduler.scale_model_input(x, ts)
             out = self.unet(torch.cat([x_in, cond], dim=2), ts, ctx, time_ids).sample
             x = self.scheduler.step(out, ts, x).prev_sample
-        return x.reshape(p, b, *x.shape[1:])
+        return x
 
 
 def to_pass_units(name: str, view: torch.Tensor) -> np.ndarray:
@@ -283,3 +354,44 @@ def load_renderer(kind: str, folder) -> "_RendererPipeline":
     pipe = cls.from_pretrained(str(folder))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+class RendererPair:
+    """A forward and an inverse renderer trained together (`dr-train cycle`): saved as ``forward/`` and
+    ``inverse/`` (each a pipeline folder of its own, which every command takes as a checkpoint) beside a
+    ``model_index.json`` naming this class. Both must share one VAE: the cycle hands latents from one to
+    the other."""
+
+    def __init__(self, forward: ForwardRendererPipeline, inverse: InverseRendererPipeline):
+        self.forward, self.inverse = forward, inverse
+
+    @property
+    def vae(self) -> AutoencoderKLTemporalDecoder:
+        return self.forward.vae
+
+    @property
+    def unets(self) -> list[RendererUNet]:
+        return [self.forward.unet, self.inverse.unet]
+
+    def to(self, device) -> "RendererPair":
+        self.forward.to(device)
+        self.inverse.to(device)
+        return self
+
+    def save_pretrained(self, path) -> None:
+        import json
+        from pathlib import Path
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.forward.save_pretrained(path / "forward")
+        self.inverse.save_pretrained(path / "inverse")
+        (path / "model_index.json").write_text(json.dumps(
+            {"_class_name": "RendererPair", "forward": "forward", "inverse": "inverse"}, indent=1) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path) -> "RendererPair":
+        from pathlib import Path
+
+        path = Path(path)
+        return cls(load_renderer("forward", path / "forward"), load_renderer("inverse", path / "inverse"))

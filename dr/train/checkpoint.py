@@ -52,7 +52,8 @@ def save_checkpoint(root: Path, step: int, pipeline, state: dict, limit: int, em
         pipeline.save_pretrained(tmp / "pipeline")
     else:
         (tmp / RAW).mkdir()
-        for name, module in ema.modules.items():
+        for name, module in ema.modules.items():  # a name may hold a folder (a cycle run's forward/unet)
+            (tmp / RAW / f"{name}.safetensors").parent.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / RAW / f"{name}.safetensors"))
         with ema.swapped():
             pipeline.save_pretrained(tmp / "pipeline")

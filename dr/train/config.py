@@ -56,11 +56,16 @@ class TrainSection(Section):
     noise_std: float = Field(1.6, gt=0, description="standard deviation of ln sigma (SVD's EDM recipe: 1.6)")
     single_step: bool = Field(False, description="train a single-step renderer (Ouroboros): one evaluation at the "
                                                  "largest noise level, x0 decoded by the frozen VAE, losses in pixel "
-                                                 "space (normal angle, scale-and-shift invariant depth, squared error); "
-                                                 "`--single-step` sets it")
+                                                 "space (normal angle, scale-and-shift invariant depth, squared error "
+                                                 "for the other passes and rgb), no guidance; `--single-step` sets it")
     input_noise: Literal["gaussian", "pyramid", "zero"] = Field(
         "gaussian", description="what a single-step renderer sees in its noisy-latent channels: white noise, "
                                 "pyramid noise (coarser levels, discount 0.9) or zeros (deterministic)")
+    cycle_weight: float = Field(1.0, ge=0.0, description="`dr-train cycle`: weight of the two cycle losses "
+                                                        "(forward(inverse(I)) against I, inverse(forward(G)) against "
+                                                        "G) beside the two task losses")
+    freeze_env_encoder: bool = Field(False, description="forward renderer: keep the env encoder's weights as they are "
+                                                        "and train the UNet alone (`--env-encoder` sets it)")
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0,
                              description="exponential moving average of the trained weights, decay per optimiser step "
                                          "(0: off); with it a checkpoint's pipeline/ holds the average")

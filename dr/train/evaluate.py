@@ -9,6 +9,8 @@ colour, roughness, metallic, normal direction (normalised) and display rgb, and 
   (its backbone weights are not bundled; the report says so).
 - inverse: basecolor PSNR, mean normal angle (degrees), roughness and metallic RMSE, depth AbsRel
   after a least-squares scale and shift; all over surface pixels (mask 1).
+- cycle (a forward and an inverse renderer): the same measures of forward(inverse(rgb)) against the rgb
+  and of inverse(forward(G-buffers)) against the G-buffers.
 """
 
 from __future__ import annotations
@@ -120,3 +122,38 @@ def evaluate(kind: str, pipeline, sources: Sequence[str], data_cfg, steps: int |
     model = _mean([{k: x for k, x in r.items() if k != "key"} for r in rows])
     return {"kind": kind, "clips": len(held), "steps": steps, "seconds_per_clip": seconds / len(held), "model": model, "baseline": _mean(base_rows),
             "per_clip": rows, "skipped": ["lpips: its backbone weights are not bundled"] if kind == "forward" else []}
+
+
+def evaluate_cycle(forward, inverse, sources: Sequence[str], data_cfg, seed: int = 0,
+                   max_clips: int | None = None) -> dict:
+    """The cycle errors of a single- or multi-step forward and inverse renderer pair on the held-out clips:
+    'rgb_cycle', forward(inverse(I), E) against the path-traced rgb I (forward_metrics), and
+    'gbuffer_cycle', inverse(forward(G, E)) against the true G-buffers G (inverse_metrics); the latents go
+    from one renderer to the other as `dr-train cycle` trains them (one VAE). Returns {'clips',
+    'rgb_cycle': {metric: mean}, 'gbuffer_cycle': {...}, 'per_clip': [...]}."""
+    from dr.models.pipelines import FORWARD_CONDITIONS
+
+    env = (data_cfg.env_height, data_cfg.env_width)
+    frac = data_cfg.holdout_fraction
+    held = _views(sources, frac, True, data_cfg.frames, data_cfg.height, data_cfg.width, env, max_clips)
+    if not held:
+        raise ValueError(f"no held-out clips in the data (holdout_fraction {frac})")
+    rgb_rows, g_rows = [], []
+    for v in held:
+        t = truth(v)
+        g = torch.Generator().manual_seed(seed)
+        passes = inverse(v["rgb"][None], generator=g, output_type="latent")
+        cond = torch.cat([passes[p] for p in FORWARD_CONDITIONS], dim=2)
+        rgb = forward(None, v["env"][None], generator=g, gbuffer_latents=cond)
+        rgb_rows.append({"key": v["key"], **forward_metrics(torch.from_numpy(rgb[0]), t)})
+        video = forward({p: v[p][None] for p in GBUFFERS}, v["env"][None], generator=g, output_type="latent")
+        out = inverse(None, generator=g, video_latents=video)
+        g_rows.append({"key": v["key"], **inverse_metrics({p: torch.from_numpy(x[0]) for p, x in out.items()}, t)})
+
+    def mean(rows):
+        return _mean([{k: x for k, x in r.items() if k != "key"} for r in rows])
+
+    return {"clips": len(held), "rgb_cycle": mean(rgb_rows), "gbuffer_cycle": mean(g_rows),
+            "per_clip": [{"key": a["key"], "rgb_cycle": {k: x for k, x in a.items() if k != "key"},
+                          "gbuffer_cycle": {k: x for k, x in b.items() if k != "key"}}
+                         for a, b in zip(rgb_rows, g_rows)]}

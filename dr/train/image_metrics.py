@@ -6,6 +6,8 @@
 - rmse: root mean squared error
 - absrel_fit: mean |d_fit - d| / d after the least-squares scale and shift that maps the
   prediction to the truth (affine-invariant depth, as relative depth is estimated)
+- flicker: mean absolute change between consecutive frames of a (T, H, W, C) video (static scenes:
+  what a renderer adds that the scene does not have)
 """
 
 from __future__ import annotations
@@ -67,3 +69,10 @@ def ssim(pred: torch.Tensor, true: torch.Tensor) -> float:
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return float(s.mean())
+
+
+def flicker(video: torch.Tensor) -> float:
+    """Mean |x[t + 1] - x[t]| over the frames, pixels and channels of ``video`` (T, H, W, C); 0 for one frame."""
+    if video.shape[0] < 2:
+        return 0.0
+    return float((video[1:].double() - video[:-1].double()).abs().mean())

@@ -40,11 +40,19 @@ def _view_sample(key: str, t: dict[str, torch.Tensor], src: Sample, start: int, 
                   cam_to_env=None if src.cam_to_env is None else src.cam_to_env[sl])
 
 
+FLICKER_PASSES = {"inverse": ("basecolor", "normal", "roughness", "metallic"), "forward": ("rgb",)}
+
+
 def sample_clip(kind: str, pipeline, clip: Sample, data_cfg, frames: int, steps: int = 20, seed: int = 0,
-                env: np.ndarray | None = None) -> tuple[Sample, Sample, dict[str, float]]:
+                env: np.ndarray | None = None, window: int | None = None, overlap: int = 6,
+                carry: float = 0.0) -> tuple[Sample, Sample, dict[str, float]]:
     """(truth, result, metrics): the clip's view at the training size, the model's output for it and
-    dr-train eval's metrics of the output. ``env`` (H, W, 3 linear) replaces the clip's env map for the
-    forward renderer."""
+    dr-train eval's metrics of the output, with the flicker (image_metrics.flicker) of the output's
+    passes as '<pass>_flicker' beside the truth's as '<pass>_flicker_truth' (depth is left out: the
+    model's is relative). ``env`` (H, W, 3 linear) replaces the clip's env map for the forward renderer;
+    ``window``, ``overlap`` and ``carry`` as dr.models.pipelines.run_windows."""
+    from dr.train.image_metrics import flicker
+
     if clip.passes["rgb"].shape[0] < frames:
         raise ValueError(f"clip {clip.key} has {clip.passes['rgb'].shape[0]} frames; --frames {frames} asks for more")
     if env is not None:
@@ -56,14 +64,18 @@ def sample_clip(kind: str, pipeline, clip: Sample, data_cfg, frames: int, steps:
     true = _view_sample(f"{clip.key}-truth", t, clip, start, frames)
     g = torch.Generator().manual_seed(seed)
     made = dict(t)
+    windows = {"window": window, "overlap": overlap, "carry": carry}
     if kind == "inverse":
-        out = pipeline(v["rgb"][None], num_inference_steps=steps, generator=g)
+        out = pipeline(v["rgb"][None], num_inference_steps=steps, generator=g, **windows)
         made.update({p: torch.from_numpy(x[0]) for p, x in out.items()})
         metrics = inverse_metrics(made, t)
     else:
-        out = pipeline({p: v[p][None] for p in GBUFFERS}, v["env"][None], num_inference_steps=steps, generator=g)
+        out = pipeline({p: v[p][None] for p in GBUFFERS}, v["env"][None], num_inference_steps=steps, generator=g,
+                       **windows)
         made["rgb"] = torch.from_numpy(out[0])
         metrics = forward_metrics(made["rgb"], t)
+    for p in FLICKER_PASSES[kind]:
+        metrics[f"{p}_flicker"], metrics[f"{p}_flicker_truth"] = flicker(made[p]), flicker(t[p])
     return true, _view_sample(f"{clip.key}-{kind}", made, clip, start, frames), metrics
 
 

@@ -27,7 +27,7 @@ from dr.train.latent_cache import downsampling
 from dr.train.metrics import MetricsLog
 from dr.train.objectives import make_objective
 
-KINDS = ("forward", "inverse", "env-encoder")
+KINDS = ("forward", "inverse", "env-encoder", "cycle")
 
 
 @dataclass
@@ -80,8 +80,13 @@ def precision(cfg: TrainConfig) -> str:
 
 
 def trained_modules(kind: str, pipeline) -> dict[str, torch.nn.Module]:
+    """{name: module} of what a run trains; a name is the module's folder in the checkpoint's pipeline/
+    (a cycle run's: forward/unet, inverse/unet, ...)."""
     if kind == "env-encoder":
         return {"env_encoder": pipeline.env_encoder, "env_decoder": pipeline.env_decoder}
+    if kind == "cycle":
+        return {**{f"forward/{k}": m for k, m in trained_modules("forward", pipeline.forward).items()},
+                **{f"inverse/{k}": m for k, m in trained_modules("inverse", pipeline.inverse).items()}}
     if kind == "forward":
         if not any(p.requires_grad for p in pipeline.env_encoder.parameters()):  # a pretrained one, frozen
             return {"unet": pipeline.unet}
@@ -118,7 +123,8 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
     acc = Accelerator(mixed_precision=precision(cfg), cpu=not torch.cuda.is_available())
     modules = trained_modules(kind, pipeline)
     if cfg.model.gradient_checkpointing and kind != "env-encoder":
-        pipeline.unet.enable_gradient_checkpointing()
+        for unet in pipeline.unets if kind == "cycle" else [pipeline.unet]:
+            unet.enable_gradient_checkpointing()
     ckroot = out / "checkpoints"
     if acc.is_main_process:
         clear_partial(ckroot)
@@ -153,7 +159,7 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
     d = cfg.data
     workers = d.workers
     dataset = ClipDataset(data, d.frames, d.height, d.width,
-                          (d.env_height, d.env_width) if kind in ("forward", "env-encoder") else None,
+                          (d.env_height, d.env_width) if kind in ("forward", "env-encoder", "cycle") else None,
                           seed=cfg.train.seed, holdout_fraction=d.holdout_fraction, shuffle_buffer=d.shuffle_buffer,
                           rank=acc.process_index, world_size=acc.num_processes,
                           skip=produced_per_worker(batches, d.batch_size, workers, acc.process_index),
@@ -164,7 +170,7 @@ def train(kind: str, pipeline, cfg: TrainConfig, data: Sequence[str], out: Path,
     batch_iter = iter(loader)
     log = MetricsLog(out / "logs", enabled=acc.is_main_process, resume_step=step if latest else None)
     previews = None
-    if cfg.train.sample_every and acc.is_main_process and kind != "env-encoder":
+    if cfg.train.sample_every and acc.is_main_process and kind in ("forward", "inverse"):
         from dr.train.sample import held_out_clips
 
         previews = held_out_clips(data, d.holdout_fraction, cfg.train.sample_clips)
