@@ -39,7 +39,7 @@ demo: install
 	@echo "      open $(DEMO)/preview/index.html in a browser; dr-data status $(DEMO)/run shows the run"
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: install
 	$(BIN)/python bench/bench_scenes.py

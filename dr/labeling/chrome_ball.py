@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dr.labeling.resample import bilinear
 from dr.shards.envmap import uv_to_direction
 
 M_CAM_TO_ENV = np.array([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -33,18 +34,6 @@ def real_cam_to_env(c2w: np.ndarray, ref: int) -> np.ndarray:
     M R_ref^T R_t (camera-space direction at frame t -> the env map's frame)."""
     R = np.asarray(c2w, dtype=np.float64)[:, :3, :3]
     return M_CAM_TO_ENV @ R[ref].T @ R
-
-
-def _bilinear(img: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """img (H, W, C) at continuous pixel coordinates (centres at +0.5), edges clamped."""
-    H, W = img.shape[:2]
-    x = np.clip(px - 0.5, 0.0, W - 1.0)
-    y = np.clip(py - 0.5, 0.0, H - 1.0)
-    x0 = np.minimum(np.floor(x).astype(int), max(W - 2, 0))
-    y0 = np.minimum(np.floor(y).astype(int), max(H - 2, 0))
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
-    return (img[y0, x0] * (1 - fx) + img[y0, x1] * fx) * (1 - fy) + (img[y1, x0] * (1 - fx) + img[y1, x1] * fx) * fy
 
 
 def ball_to_equirect(image: np.ndarray, centre: tuple[float, float], radius: float, height: int,
@@ -63,7 +52,7 @@ def ball_to_equirect(image: np.ndarray, centre: tuple[float, float], radius: flo
         n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
         px, py = cu + radius * n[..., 0], cv - radius * n[..., 1]
         valid = np.hypot(n[..., 0], n[..., 1]) <= rim
-        return _bilinear(img, px, py).astype(np.float32), valid
+        return bilinear(img, px, py).astype(np.float32), valid
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     c_dir = np.array([(cu - cx) / fx, -(cv - cy) / fy, -1.0])
     c_dir /= np.linalg.norm(c_dir)
@@ -86,4 +75,4 @@ def ball_to_equirect(image: np.ndarray, centre: tuple[float, float], radius: flo
     reflected = d + 2 * cos_view[..., None] * n
     converged = np.linalg.norm(reflected - R, axis=-1) < 1e-4
     valid = (cos_view >= np.sqrt(1 - rim ** 2)) & converged
-    return _bilinear(img, px, py).astype(np.float32), valid
+    return bilinear(img, px, py).astype(np.float32), valid

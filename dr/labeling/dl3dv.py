@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dr.labeling.resample import bilinear
 from dr.srgb import srgb_to_linear
 
 TRANSFORMS = ("transforms.json", "colmap/transforms.json")
@@ -222,15 +223,10 @@ def undistort(image: np.ndarray, cam: Camera, K_out: np.ndarray, H: int, W: int)
     xd, yd = cam.distort(x, y)
     h, w = image.shape[:2]
     ax, ay = w / cam.w, h / cam.h
-    # continuous source coordinates, pixel centres at +0.5 -> array index = coordinate - 0.5
-    sx = cam.fx * ax * xd + cam.cx * ax - 0.5
-    sy = cam.fy * ay * yd + cam.cy * ay - 0.5
-    sx, sy = np.clip(sx, 0.0, w - 1.0), np.clip(sy, 0.0, h - 1.0)
-    x0, y0 = np.minimum(np.floor(sx).astype(int), w - 2), np.minimum(np.floor(sy).astype(int), h - 2)
-    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
-    a, b = image[y0, x0], image[y0, x0 + 1]
-    c, d = image[y0 + 1, x0], image[y0 + 1, x0 + 1]
-    return ((a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy).astype(image.dtype)
+    # continuous source coordinates, pixel centres at +0.5
+    sx = cam.fx * ax * xd + cam.cx * ax
+    sy = cam.fy * ay * yd + cam.cy * ay
+    return bilinear(image, sx, sy).astype(image.dtype)
 
 
 @dataclass
