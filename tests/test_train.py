@@ -42,8 +42,9 @@ def train_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 
 def train_cli_here(capfd, *args: str) -> subprocess.CompletedProcess:
     """`dr-train ARGS` run by the command's own entry (dr.cli.runner.run) in this interpreter, its output
-    read from the file descriptors: for input that the command must refuse, where a fresh interpreter
-    would spend its 5 s importing diffusers to say one line. (Every test also runs the real command.)"""
+    read from the file descriptors: for input that the command must refuse and for the second half of a
+    stopped-and-continued run, where a fresh interpreter would spend its 5 s importing diffusers. Every
+    test also runs the real command in a fresh interpreter."""
     from dr.cli.runner import run
     from dr.cli.train_app import app
 
@@ -123,7 +124,8 @@ def _losses(out: Path) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("kind", ["inverse", "forward"])
-def test_a_run_trains_checkpoints_reloads_bitwise_and_continues_exactly(kind, shards_run, tiny_base_dir, tmp_path):
+def test_a_run_trains_checkpoints_reloads_bitwise_and_continues_exactly(kind, shards_run, tiny_base_dir, tmp_path,
+                                                                         capfd):
     common = ["--data", str(shards_run), "--base", str(tiny_base_dir), "--preset", "tiny",
               "--set", "train.checkpoint_every=2"]
     whole, part = tmp_path / "whole", tmp_path / "part"
@@ -134,9 +136,10 @@ def test_a_run_trains_checkpoints_reloads_bitwise_and_continues_exactly(kind, sh
     run = json.loads((whole / "run.json").read_text())
     assert run["identity"]["kind"] == kind and len(run["sessions"]) == 1
 
-    r = train_cli(kind, *common, "--out", str(part), "--max-steps", "2")
+    # the stopped and continued run in this interpreter (the entry the command runs; no 5 s of imports)
+    r = train_cli_here(capfd, kind, *common, "--out", str(part), "--max-steps", "2")
     assert r.returncode == 0, r.stderr
-    r = train_cli(kind, *common, "--out", str(part), "--max-steps", "4")
+    r = train_cli_here(capfd, kind, *common, "--out", str(part), "--max-steps", "4")
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stderr + r.stdout
     a, b = _losses(whole), _losses(part)
@@ -191,7 +194,7 @@ def test_single_step_fine_tuning_from_a_checkpoint_resumes_exactly_and_evaluates
     assert r.returncode == 0, r.stderr
     assert "starting from the checkpoint" in r.stdout + r.stderr
     for steps in ("2", "4"):
-        r = train_cli(*args, "--out", str(part), "--max-steps", steps)
+        r = train_cli_here(capfd, *args, "--out", str(part), "--max-steps", steps)
         assert r.returncode == 0, r.stderr
     a, b = _losses(whole), _losses(part)
     assert sorted(a) == [1, 2, 3, 4] and a == b and all(np.isfinite(list(a.values())))
