@@ -567,6 +567,123 @@ def sample(
                   highlight=False, soft_wrap=True)
 
 
+@app.command("relight")
+def relight_cmd(
+    clip: Annotated[str, typer.Argument(metavar="CLIP", help="clip id (as in the shards' index.json) of --data",
+                                        show_default=False)],
+    data: DataOpt,
+    forward_ckpt: Annotated[Path, typer.Option("--forward", help="the forward renderer (a training run, a checkpoint "
+                                                                 "or a pipeline folder)", show_default=False)],
+    inverse_ckpt: Annotated[Path, typer.Option("--inverse", help="the inverse renderer, on the same base (one VAE)",
+                                               show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="folder to write: OUT/<clip>-relit.mp4, OUT/<clip>-relit.npz "
+                                                    "(rgb and the G-buffers rendered, DESIGN's units), previews "
+                                                    "(.png, .anim.png) beside the truth, OUT/index.html",
+                                      show_default=False)],
+    env: Annotated[Optional[Path], typer.Option(
+        "--env", help="the new lighting: an HDRI (.exr or .hdr, equirectangular, Z up) in the clip's world frame "
+                      "(default: the clip's own env map)", show_default=False)] = None,
+    rotate_deg: Annotated[float, typer.Option("--rotate-deg", help="turn the lighting about the env's up axis "
+                                                                   "(+Z), degrees counter-clockwise seen from "
+                                                                   "above")] = 0.0,
+    material: Annotated[Optional[list[str]], typer.Option(
+        "--material", help="set a material before rendering: roughness=V or metallic=V, V in [0, 1]; repeatable",
+        show_default=False)] = None,
+    where: Annotated[str, typer.Option("--where", help="where --material applies: surface (the clip's surface "
+                                                       "pixels) or all")] = "surface",
+    frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="frames to run, the middle ones (default: "
+                                                                          "the forward renderer's training "
+                                                                          "data.frames)", show_default=False)] = None,
+    fps: Annotated[float, typer.Option("--fps", min=1.0, help="frame rate of the mp4")] = 12.0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="seed of the renderers' input noise")] = 0,
+    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Relight a clip and edit its materials (DiffusionRenderer's editing applications): the inverse renderer
+    decomposes its rgb, the lighting is swapped (--env, --rotate-deg), --material sets roughness or metallic,
+    and the forward renderer renders the result. Writes an mp4, the result's passes and previews beside the
+    path-traced truth, and prints rgb PSNR and SSIM against the clip's own path-traced rgb (with its own
+    lighting and materials a measure of the pair; under other lighting, how far the relit clip moved)."""
+    from dr.train.relight import parse_materials
+
+    try:
+        mats = parse_materials(material)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if where not in ("surface", "all"):
+        raise UserError(f"--where {where!r}: surface or all")
+    folders = {}
+    for want, ckpt in (("forward", forward_ckpt), ("inverse", inverse_ckpt)):
+        kind, folders[want], run_dir = _find_checkpoint(ckpt)
+        _single_renderer(kind, folders[want], f"--{want}")
+        if kind != want:
+            raise UserError(f"--{want} {str(ckpt)!r} is {'an' if kind == 'inverse' else 'a'} {kind} renderer")
+        if want == "forward":
+            fwd_run = run_dir
+    vaes = [(folders[k] / "vae" / "diffusion_pytorch_model.safetensors") for k in ("forward", "inverse")]
+    if not all(v.is_file() for v in vaes) or vaes[0].read_bytes() != vaes[1].read_bytes():
+        raise UserError("--forward and --inverse have different VAEs: they hand latents to each other, so train "
+                        "both from the same --base")
+    cfg = _run_config(fwd_run, preset, config, set_)
+    from dr.train.run_folder import data_identity
+
+    data_identity(data)
+    hdri = None
+    if env is not None:
+        from dr.assets_manifest.hdr_image import ImageDecodeError, read_hdr
+
+        try:
+            hdri = read_hdr(env)
+        except (ImageDecodeError, OSError) as e:
+            raise UserError(f"--env {str(env)!r}: {e}") from None
+    n = frames or cfg.data.frames
+    out = writable_folder(out)
+    from dr.cli.progress import console
+    from dr.train.relight import relight, write_mp4
+    from dr.train.sample import find_clip
+
+    try:
+        found = find_clip(data, clip)
+    except KeyError:
+        raise UserError(f"clip {clip!r} is in none of {', '.join(data)}") from None
+    fwd, inv = _load_pipeline("forward", folders["forward"]), _load_pipeline("inverse", folders["inverse"])
+    console.print(f"relighting {clip} ({n} frames)" + (f" under {env}" if env else "") +
+                  (f", the light turned {rotate_deg:g} degrees" if rotate_deg else "") +
+                  "".join(f", {k} = {v:g}" for k, v in mats.items()), highlight=False, soft_wrap=True)
+    try:
+        res = relight(fwd, inv, found, cfg.data, n, env=hdri, rotate_deg=rotate_deg, materials=mats, where=where,
+                      seed=seed)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    import io
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    from dr.files import write_bytes_atomic
+    from dr.shards.preview import INDEX_NAME, write_previews
+    from dr.train.sample import _view_sample
+
+    out.mkdir(parents=True, exist_ok=True)
+    key = f"{clip}-relit"
+    write_mp4(out / f"{key}.mp4", res.rgb, fps)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, rgb=res.rgb, **res.passes)
+    write_bytes_atomic(out / f"{key}.npz", buf.getvalue())
+    made = dict(res.truth)
+    made.update({p: torch.from_numpy(x) for p, x in res.passes.items()})
+    made["rgb"] = torch.from_numpy(res.rgb)
+    true = _view_sample(f"{clip}-truth", res.truth, found, res.start, n)
+    relit = _view_sample(key, made, found, res.start, n)
+    if hdri is not None:
+        relit = replace(relit, env=hdri)
+    write_previews([true, relit], out, frames=min(n, 6), title=f"dr-train relight {clip}")
+    console.print("  against the clip's own path-traced rgb: " + ", ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()),
+                  highlight=False, soft_wrap=True)
+    console.print(f"[bold green]relit[/] {clip}: {out / (key + '.mp4')}\n  open {out / INDEX_NAME}",
+                  highlight=False, soft_wrap=True)
+
+
 @app.command("cache-latents")
 def cache_latents(data: DataOpt, base: Annotated[str, _base_opt()], preset: PresetOpt = None,
                   config: ConfigOpt = None, set_: SetOpt = None, print_config: PrintConfigOpt = False) -> None:
