@@ -252,6 +252,49 @@ def inverse(data: DataOpt, out: OutOpt, base: Annotated[Optional[str], _base_opt
            single_step=single_step)
 
 
+def _renderer_pair(forward_ckpt: Path, inverse_ckpt: Path, single_step: bool) -> tuple[dict[str, Path], Path | None]:
+    """({'forward': pipeline folder, 'inverse': ...}, the forward renderer's training run or None) of --forward
+    and --inverse; UserError unless each is a renderer of its kind (single-step ones if ``single_step``) and
+    both have the same VAE (they hand latents to each other)."""
+    folders, fwd_run = {}, None
+    for want, ckpt in (("forward", forward_ckpt), ("inverse", inverse_ckpt)):
+        kind, folders[want], run_dir = _find_checkpoint(ckpt)
+        _single_renderer(kind, folders[want], f"--{want}")
+        if kind != want:
+            raise UserError(f"--{want} {str(ckpt)!r} is {'an' if kind == 'inverse' else 'a'} {kind} renderer")
+        if want == "forward":
+            fwd_run = run_dir
+        if single_step and not json.loads((folders[want] / "model_index.json").read_text()).get("single_step"):
+            raise UserError(f"--{want} {str(ckpt)!r} is a multi-step renderer: fine-tune it first with "
+                            f"`dr-train {want} --single-step --init {ckpt}`")
+    vaes = [(folders[k] / "vae" / "diffusion_pytorch_model.safetensors") for k in ("forward", "inverse")]
+    if not all(v.is_file() for v in vaes) or vaes[0].read_bytes() != vaes[1].read_bytes():
+        raise UserError("--forward and --inverse have different VAEs: they hand latents to each other, so train "
+                        "both from the same --base")
+    return folders, fwd_run
+
+
+def _read_env(env: Optional[Path]):
+    """The HDRI --env names (H, W, 3 linear float32), or None; UserError if it cannot be read."""
+    if env is None:
+        return None
+    from dr.assets_manifest.hdr_image import ImageDecodeError, read_hdr
+
+    try:
+        return read_hdr(env)
+    except (ImageDecodeError, OSError) as e:
+        raise UserError(f"--env {str(env)!r}: {e}") from None
+
+
+def _find_clip(sources: list[str], clip: str):
+    from dr.train.sample import find_clip
+
+    try:
+        return find_clip(sources, clip)
+    except KeyError:
+        raise UserError(f"clip {clip!r} is in none of {', '.join(sources)}") from None
+
+
 @app.command("cycle")
 def cycle(data: DataOpt, out: OutOpt,
           forward_ckpt: Annotated[Path, typer.Option(
@@ -275,19 +318,7 @@ def cycle(data: DataOpt, out: OutOpt,
         if max_steps < 1:
             raise UserError(f"--max-steps {max_steps}: give a number of optimiser steps, at least 1")
         sets.append(f"train.max_steps={max_steps}")
-    folders = {}
-    for want, ckpt in (("forward", forward_ckpt), ("inverse", inverse_ckpt)):
-        kind, folders[want], _ = _find_checkpoint(ckpt)
-        _single_renderer(kind, folders[want], f"--{want}")
-        if kind != want:
-            raise UserError(f"--{want} {str(ckpt)!r} is {'an' if kind == 'inverse' else 'a'} {kind} renderer")
-        index = json.loads((folders[want] / "model_index.json").read_text())
-        if not index.get("single_step"):
-            raise UserError(f"--{want} {str(ckpt)!r} is a multi-step renderer: fine-tune it first with "
-                            f"`dr-train {want} --single-step --init {ckpt}`")
-    vaes = [(folders[k] / "vae" / "diffusion_pytorch_model.safetensors") for k in ("forward", "inverse")]
-    if not all(v.is_file() for v in vaes) or vaes[0].read_bytes() != vaes[1].read_bytes():
-        raise UserError("--forward and --inverse have different VAEs: train both from the same --base")
+    folders, _ = _renderer_pair(forward_ckpt, inverse_ckpt, single_step=True)
     from dr.train.config import TrainConfig
 
     cfg = effective_config(TrainConfig, preset, config, sets + ["train.single_step=true"], print_config)
@@ -520,25 +551,15 @@ def sample(
     if not sources:
         raise UserError(f"{folder} is not inside a training run: give --data RUN where clip {clip!r} is")
     data_identity(sources)
-    hdri = None
-    if env is not None:
-        if kind != "forward":
-            raise UserError("--env is for the forward renderer; this checkpoint is an inverse renderer")
-        from dr.assets_manifest.hdr_image import ImageDecodeError, read_hdr
-
-        try:
-            hdri = read_hdr(env)
-        except (ImageDecodeError, OSError) as e:
-            raise UserError(f"--env {str(env)!r}: {e}") from None
+    if env is not None and kind != "forward":
+        raise UserError("--env is for the forward renderer; this checkpoint is an inverse renderer")
+    hdri = _read_env(env)
     n = frames or cfg.data.frames
     out = writable_folder(out)
     from dr.shards.preview import INDEX_NAME, write_previews
-    from dr.train.sample import find_clip, sample_clip
+    from dr.train.sample import sample_clip
 
-    try:
-        found = find_clip(sources, clip)
-    except KeyError:
-        raise UserError(f"clip {clip!r} is in none of {', '.join(sources)}") from None
+    found = _find_clip(sources, clip)
     pipe = _load_pipeline(kind, folder)
     steps = _steps(pipe, steps)
     w = window or pipe.num_frames
@@ -611,40 +632,18 @@ def relight_cmd(
         raise UserError(str(e)) from None
     if where not in ("surface", "all"):
         raise UserError(f"--where {where!r}: surface or all")
-    folders = {}
-    for want, ckpt in (("forward", forward_ckpt), ("inverse", inverse_ckpt)):
-        kind, folders[want], run_dir = _find_checkpoint(ckpt)
-        _single_renderer(kind, folders[want], f"--{want}")
-        if kind != want:
-            raise UserError(f"--{want} {str(ckpt)!r} is {'an' if kind == 'inverse' else 'a'} {kind} renderer")
-        if want == "forward":
-            fwd_run = run_dir
-    vaes = [(folders[k] / "vae" / "diffusion_pytorch_model.safetensors") for k in ("forward", "inverse")]
-    if not all(v.is_file() for v in vaes) or vaes[0].read_bytes() != vaes[1].read_bytes():
-        raise UserError("--forward and --inverse have different VAEs: they hand latents to each other, so train "
-                        "both from the same --base")
+    folders, fwd_run = _renderer_pair(forward_ckpt, inverse_ckpt, single_step=False)
     cfg = _run_config(fwd_run, preset, config, set_)
     from dr.train.run_folder import data_identity
 
     data_identity(data)
-    hdri = None
-    if env is not None:
-        from dr.assets_manifest.hdr_image import ImageDecodeError, read_hdr
-
-        try:
-            hdri = read_hdr(env)
-        except (ImageDecodeError, OSError) as e:
-            raise UserError(f"--env {str(env)!r}: {e}") from None
+    hdri = _read_env(env)
     n = frames or cfg.data.frames
     out = writable_folder(out)
     from dr.cli.progress import console
     from dr.train.relight import relight, write_mp4
-    from dr.train.sample import find_clip
 
-    try:
-        found = find_clip(data, clip)
-    except KeyError:
-        raise UserError(f"clip {clip!r} is in none of {', '.join(data)}") from None
+    found = _find_clip(data, clip)
     fwd, inv = _load_pipeline("forward", folders["forward"]), _load_pipeline("inverse", folders["inverse"])
     console.print(f"relighting {clip} ({n} frames)" + (f" under {env}" if env else "") +
                   (f", the light turned {rotate_deg:g} degrees" if rotate_deg else "") +
