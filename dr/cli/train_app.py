@@ -654,14 +654,12 @@ def relight_cmd(
     except ValueError as e:
         raise UserError(str(e)) from None
     import io
-    from dataclasses import replace
 
     import numpy as np
-    import torch
 
     from dr.files import write_bytes_atomic
     from dr.shards.preview import INDEX_NAME, write_previews
-    from dr.train.sample import _view_sample
+    from dr.train.relight import preview_samples
 
     out.mkdir(parents=True, exist_ok=True)
     key = f"{clip}-relit"
@@ -669,14 +667,7 @@ def relight_cmd(
     buf = io.BytesIO()
     np.savez_compressed(buf, rgb=res.rgb, **res.passes)
     write_bytes_atomic(out / f"{key}.npz", buf.getvalue())
-    made = dict(res.truth)
-    made.update({p: torch.from_numpy(x) for p, x in res.passes.items()})
-    made["rgb"] = torch.from_numpy(res.rgb)
-    true = _view_sample(f"{clip}-truth", res.truth, found, res.start, n)
-    relit = _view_sample(key, made, found, res.start, n)
-    if hdri is not None:
-        relit = replace(relit, env=hdri)
-    write_previews([true, relit], out, frames=min(n, 6), title=f"dr-train relight {clip}")
+    write_previews(preview_samples(res, found, key, n, hdri), out, frames=min(n, 6), title=f"dr-train relight {clip}")
     console.print("  against the clip's own path-traced rgb: " + ", ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()),
                   highlight=False, soft_wrap=True)
     console.print(f"[bold green]relit[/] {clip}: {out / (key + '.mp4')}\n  open {out / INDEX_NAME}",

@@ -96,6 +96,19 @@ def relight(forward, inverse, clip: Sample, data_cfg, frames: int, env: np.ndarr
     return Relit(rgb=rgb, passes=passes, truth=t, metrics=forward_metrics(torch.from_numpy(rgb), t), start=start)
 
 
+def preview_samples(res: Relit, clip: Sample, key: str, frames: int, env: np.ndarray | None) -> list[Sample]:
+    """[the clip's view as ``<clip>-truth``, the relit one as ``key`` (its rgb and the G-buffers it was
+    rendered from; ``env``, where given, as its env map)] for dr.shards.preview."""
+    from dr.train.sample import _view_sample
+
+    made = dict(res.truth)
+    made.update({p: torch.from_numpy(x) for p, x in res.passes.items()})
+    made["rgb"] = torch.from_numpy(res.rgb)
+    true = _view_sample(f"{clip.key}-truth", res.truth, clip, res.start, frames)
+    relit = _view_sample(key, made, clip, res.start, frames)
+    return [true, relit if env is None else replace(relit, env=np.asarray(env, np.float32))]
+
+
 def write_mp4(path, frames: np.ndarray, fps: float) -> None:
     """(T, H, W, 3) display frames in [0, 1] -> an MPEG-4 video (OpenCV's mp4v), written under a
     temporary name and renamed."""
