@@ -45,10 +45,7 @@ def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps
            set_, print_config, env_encoder: Optional[Path] = None, init: Optional[Path] = None,
            single_step: bool = False) -> None:
     sets = list(set_ or [])
-    if max_steps is not None:
-        if max_steps < 1:
-            raise UserError(f"--max-steps {max_steps}: give a number of optimiser steps, at least 1")
-        sets.append(f"train.max_steps={max_steps}")
+    sets += _max_steps_set(max_steps)
     if single_step:
         sets.append("train.single_step=true")
     if env_encoder is not None:
@@ -83,7 +80,7 @@ def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps
     if cfg.train.freeze_env_encoder and kind == "forward" and init is None and env_encoder is None:
         raise UserError("train.freeze_env_encoder would keep a random env encoder: give --env-encoder (a "
                         "pretrained one) or --init (a forward renderer's)")
-    from dr.cli.progress import console, step_progress
+    from dr.cli.progress import console
     from dr.models.base import check_base
 
     src = check_base(base) if init_folder is None else f"init:{init_folder}"
@@ -98,7 +95,6 @@ def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps
     from dr.models.base import load_base
     from dr.models.build import new_forward_renderer, new_inverse_renderer
     from dr.train.latent_cache import caches_for
-    from dr.train.trainer import train
 
     if init_folder is not None:
         say(f"starting from the checkpoint {init_folder}", highlight=False, soft_wrap=True)
@@ -149,6 +145,27 @@ def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps
     what = "env encoder" if kind == "env-encoder" else f"{kind} renderer"
     say(f"training the {what} on {clips} clips from {len(ident)} source(s) into {out}",
         highlight=False, soft_wrap=True)
+    res = _run_training(kind, pipe, cfg, data, out, latents, main_proc, say)
+    say(f"[bold green]trained[/] {what} to step {res['step']}: {res['checkpoint']}/pipeline\n"
+        f"  metrics {out}/logs/metrics.jsonl (TensorBoard: {out}/logs)", highlight=False, soft_wrap=True)
+
+
+def _max_steps_set(max_steps: Optional[int]) -> list[str]:
+    """--max-steps as a --set of train.max_steps (none when not given); UserError below 1."""
+    if max_steps is None:
+        return []
+    if max_steps < 1:
+        raise UserError(f"--max-steps {max_steps}: give a number of optimiser steps, at least 1")
+    return [f"train.max_steps={max_steps}"]
+
+
+def _run_training(kind: str, pipe, cfg, data: list[str], out: Path, latents: Optional[dict], main_proc: bool,
+                  say) -> dict:
+    """dr.train.trainer.train under a progress bar (on the first process), its ValueErrors (what the data
+    cannot give) as UserErrors; says where a resumed run went on from. Returns train()'s result."""
+    from dr.cli.progress import step_progress
+    from dr.train.trainer import train
+
     with step_progress(kind, cfg.train.max_steps) if main_proc else contextlib.nullcontext(None) as update:
         def on_step(r) -> None:
             if update is not None:
@@ -160,8 +177,7 @@ def _train(kind: str, data: list[str], base: Optional[str], out: Path, max_steps
             raise UserError(str(e)) from None
     if res["resumed_from"]:
         say(f"  resumed from {res['resumed_from']}", highlight=False, soft_wrap=True)
-    say(f"[bold green]trained[/] {what} to step {res['step']}: {res['checkpoint']}/pipeline\n"
-        f"  metrics {out}/logs/metrics.jsonl (TensorBoard: {out}/logs)", highlight=False, soft_wrap=True)
+    return res
 
 
 def _pretrained_env_encoder(path: Path):
@@ -314,10 +330,7 @@ def cycle(data: DataOpt, out: OutOpt,
     train.freeze_env_encoder) train. Checkpoints hold pipeline/forward and pipeline/inverse, each a
     renderer every command takes; `dr-train eval OUT` measures both and the cycle."""
     sets = list(set_ or [])
-    if max_steps is not None:
-        if max_steps < 1:
-            raise UserError(f"--max-steps {max_steps}: give a number of optimiser steps, at least 1")
-        sets.append(f"train.max_steps={max_steps}")
+    sets += _max_steps_set(max_steps)
     folders, _ = _renderer_pair(forward_ckpt, inverse_ckpt, single_step=True)
     from dr.train.config import TrainConfig
 
@@ -332,9 +345,8 @@ def cycle(data: DataOpt, out: OutOpt,
     src = f"cycle:{folders['forward']}|{folders['inverse']}"
     main_proc = launch_rank() == 0
     precheck_run(out, "cycle", cfg, src, ident)
-    from dr.cli.progress import console, step_progress
+    from dr.cli.progress import console
     from dr.models.pipelines import RendererPair
-    from dr.train.trainer import train
 
     say = console.print if main_proc else (lambda *a, **k: None)
     say(f"starting from {folders['forward']} and {folders['inverse']}", highlight=False, soft_wrap=True)
@@ -346,17 +358,7 @@ def cycle(data: DataOpt, out: OutOpt,
     clips = sum(d["samples"] for d in ident)
     say(f"training the forward and inverse renderers together on {clips} clips from {len(ident)} source(s) "
         f"into {out}", highlight=False, soft_wrap=True)
-    with step_progress("cycle", cfg.train.max_steps) if main_proc else contextlib.nullcontext(None) as update:
-        def on_step(r) -> None:
-            if update is not None:
-                update(r.step, f"loss {r.loss:.4f}  lr {r.lr:.2e}  {r.clips_per_s:.2f} clips/s")
-
-        try:
-            res = train("cycle", pair, cfg, data, out, on_step=on_step)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-    if res["resumed_from"]:
-        say(f"  resumed from {res['resumed_from']}", highlight=False, soft_wrap=True)
+    res = _run_training("cycle", pair, cfg, data, out, None, main_proc, say)
     say(f"[bold green]trained[/] both renderers to step {res['step']}: {res['checkpoint']}/pipeline/forward and "
         f"/inverse\n  metrics {out}/logs/metrics.jsonl (TensorBoard: {out}/logs)", highlight=False, soft_wrap=True)
 
