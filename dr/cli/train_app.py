@@ -186,7 +186,7 @@ def _pretrained_env_encoder(path: Path):
     import hashlib
 
     from dr.models.env_encoder import EnvEncoder
-    from dr.train.checkpoint import latest_checkpoint
+    from dr.models.folders import latest_checkpoint
 
     p = path.expanduser().absolute()
     if (p / "checkpoints").is_dir():
@@ -366,7 +366,7 @@ def cycle(data: DataOpt, out: OutOpt,
 def _find_checkpoint(ckpt: Path) -> tuple[str, Path, Path | None]:
     """(kind, pipeline folder, training run folder or None) of CKPT; UserError if it is none of ours.
     Loads nothing."""
-    from dr.train.checkpoint import resolve_pipeline
+    from dr.models.folders import resolve_pipeline
 
     try:
         folder, run_dir = resolve_pipeline(ckpt.expanduser().absolute())
@@ -710,7 +710,8 @@ def cache_latents(data: DataOpt, base: Annotated[str, _base_opt()], preset: Pres
 
 @app.command("init-tiny")
 def init_tiny(
-    out: Annotated[Path, typer.Option("--out", help="folder to write; the base goes to OUT/svd", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="folder to write; the base goes to OUT/svd, DiffusionLight's "
+                                                    "tiny models to OUT/diffusionlight", show_default=False)],
     data: DataOpt,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of the random weights and of the VAE fit")] = 0,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=0, help="optimiser steps fitting the VAE to the "
@@ -720,7 +721,8 @@ def init_tiny(
                                                              "cpu-demo and tiny training size)")] = 32,
 ) -> None:
     """Write a tiny random Stable Video Diffusion (the real classes: UNet blocks (32, 64), VAE (32, 64), SVD's
-    scheduler) to OUT/svd: the base for CPUs and tests. Its VAE is fitted as an autoencoder to the passes of
+    scheduler) to OUT/svd: the base for CPUs and tests; and tiny random DiffusionLight models of the real classes
+    to OUT/diffusionlight (the --light of `dr-data autolabel` on CPUs and in tests). Its VAE is fitted as an autoencoder to the passes of
     the --data clips, so decode(encode(x)) is close to x; the reconstruction PSNR per pass, on clips held out
     of the fit, is printed and saved in OUT/svd/vae_fit.json."""
     from dr.cli.progress import console, count_progress
@@ -756,6 +758,13 @@ def init_tiny(
               "frames": frames, "size": size, "psnr_db_random": before, "psnr_db": after}
     write_text_atomic(target / "vae_fit.json", json.dumps(report, indent=1, sort_keys=True) + "\n")
     console.print(f"[bold green]wrote[/] a tiny SVD base to {target}", highlight=False, soft_wrap=True)
+    light = out / "diffusionlight"
+    if not (light / "sdxl" / "model_index.json").exists():
+        from dr.models.light import save_tiny_light
+
+        save_tiny_light(light, seed)
+        console.print(f"[bold green]wrote[/] tiny random DiffusionLight models (SDXL, depth ControlNet, DPT, exposure and "
+                      f"Turbo LoRAs) to {light}: `dr-data autolabel --light {light}`", highlight=False, soft_wrap=True)
     console.print("  VAE reconstruction PSNR on held-out clips (dB, fitted / random): " +
                   ", ".join(f"{p} {after[p]:.1f} / {before[p]:.1f}" for p in after), highlight=False, soft_wrap=True)
 

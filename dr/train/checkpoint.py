@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from dr.files import fsync_dir, write_text_atomic
+from dr.models.folders import LATEST
 
-LATEST = "latest"
 RAW = "training"  # the raw weights of a run with an EMA
 
 
@@ -67,35 +67,8 @@ def save_checkpoint(root: Path, step: int, pipeline, state: dict, limit: int, em
     return final
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """The folder ``latest`` names, if it is complete; else None."""
-    f = root / LATEST
-    if not f.is_file():
-        return None
-    path = root / f.read_text().strip()
-    return path if (path / "trainer_state.pt").is_file() and (path / "pipeline" / "model_index.json").is_file() \
-        else None
-
-
 def load_trainer_state(ckpt: Path) -> dict:
     return torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
-
-
-def resolve_pipeline(path: Path) -> tuple[Path, Path | None]:
-    """(pipeline folder, training run folder or None) of a training run, a checkpoint or a pipeline folder;
-    FileNotFoundError if none is there."""
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        ck = latest_checkpoint(path / "checkpoints")
-        if ck is None:
-            raise FileNotFoundError(f"{path} holds no complete checkpoint yet")
-        path = ck
-    if (path / "pipeline" / "model_index.json").is_file():
-        path = path / "pipeline"
-    if not (path / "model_index.json").is_file():
-        raise FileNotFoundError(f"{path} is not a training run, a checkpoint or a pipeline folder (no model_index.json)")
-    run = next((p for p in path.parents if (p / "run.json").is_file() and (p / "checkpoints").is_dir()), None)
-    return path, run
 
 
 def clear_partial(root: Path) -> None:

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from dr.train.checkpoint import (clear_partial, latest_checkpoint, load_trainer_state, module_weights,
-                                 save_checkpoint, step_name)
+from dr.models.folders import latest_checkpoint
+from dr.train.checkpoint import clear_partial, load_trainer_state, module_weights, save_checkpoint, step_name
 from dr.train.config import TrainConfig
 from dr.train.data import ClipDataset, collate, produced_per_worker
 from dr.train.ema import Ema
