@@ -27,6 +27,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "scene": {"width": 512, "height": 512, "frames": 24},
         "render": {"samples": 128},
         "data": {"height": 512, "width": 512, "frames": 24},
+        "clips": {"height": 512, "width": 512, "frames": 24},
     },
     # the training sections of cpu-demo and tiny are sized for the tiny base (dr-train init-tiny) on CPUs
     "cpu-demo": {
@@ -39,6 +40,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "model": {"env_stem_channels": [16, 32, 32, 32]},
         "optim": {"lr": 1.0e-3, "warmup_steps": 20, "schedule": "cosine"},
         "train": {"checkpoint_every": 50, "max_steps": 500, "ema_decay": 0.995},
+        # real clips at the training size; DiffusionLight at the tiny painter's size (dr-train init-tiny)
+        "clips": {"height": 32, "width": 32, "frames": 4, "segments_per_video": 4},
+        "light": {"size": 256, "ball": 64, "dilate": 5, "steps": 10, "balls": 4, "env_height": 32},
     },
     "tiny": {
         "scene": {"width": 64, "height": 64, "frames": 4},
@@ -48,6 +52,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "model": {"env_stem_channels": [16, 32, 32, 32]},
         "optim": {"lr": 3.0e-4, "warmup_steps": 2},
         "train": {"checkpoint_every": 5, "max_steps": 10, "log_every": 1},
+        "clips": {"height": 32, "width": 32, "frames": 4, "segments_per_video": 2},
+        "light": {"size": 128, "ball": 32, "dilate": 4, "steps": 2, "balls": 2, "batch": 2, "env_height": 16},
     },
 }
 

@@ -9,6 +9,7 @@ from dr.config import PRESETS, CommandConfig, config_hash, config_yaml, resolve_
 from dr.errors import UserError
 from dr.render.settings import RenderSettings
 from dr.scenes.config import SceneConfig, ScenesSampleConfig
+from dr.pipeline.autolabel_config import ClipSettings, LightSettings
 from dr.train.config import DataSection, ModelSection, OptimSection, TrainSection
 
 
@@ -21,6 +22,8 @@ class Everything(CommandConfig):
     model: ModelSection = ModelSection()
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
+    clips: ClipSettings = ClipSettings()
+    light: LightSettings = LightSettings()
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

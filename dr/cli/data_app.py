@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from dr.cli import assets_cmd, export_cmd, generate_cmd, preview_cmd, render_cmd, scenes_cmd, validate_cmd
+from dr.cli import assets_cmd, autolabel_cmd, export_cmd, generate_cmd, preview_cmd, render_cmd, scenes_cmd, validate_cmd
 from dr.cli.runner import run
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(assets_cmd.app, name="assets")
 app.add_typer(scenes_cmd.app, name="scenes")
 app.command("render")(render_cmd.render)
 app.command("generate")(generate_cmd.generate)
+app.command("autolabel")(autolabel_cmd.autolabel)
 app.command("status")(generate_cmd.status)
 app.command("validate")(validate_cmd.validate)
 app.command("preview")(preview_cmd.preview)

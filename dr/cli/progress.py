@@ -62,14 +62,17 @@ def step_progress(title: str, total: int) -> Iterator:
 
 
 @contextmanager
-def run_progress(title: str, total: int) -> Iterator[tuple]:
+def run_progress(title: str, total: int | None) -> Iterator[tuple]:
     """Yields (on_start(resources, plan, state), on_progress(Progress), on_note(text)) for a run:
-    a bar of clips done, with failures, clips per hour and the time left."""
+    a bar of clips done, with failures, clips per hour and the time left. ``total`` None: the
+    plan's, once it is known."""
     with _progress() as bar:
         task = bar.add_task(title, total=total, note="")
 
         def on_start(resources: str, plan, state) -> None:
-            console.print(f"{title}: {total} clips, {len(state.done)} already done; {resources}",
+            n = plan.n if total is None else total
+            bar.update(task, total=n)
+            console.print(f"{title}: {n} clips, {len(state.done)} already done; {resources}",
                           soft_wrap=True, highlight=False)
 
         def on_progress(p) -> None:

@@ -688,7 +688,7 @@ def run_job(job: Job, on_progress: Callable[[Progress], None] | None = None,
                 cleanup_leftovers(store)
                 state = mk.scan(store)
                 if on_start:
-                    on_start(resources.describe(), plan, state)
+                    on_start(resources.describe(getattr(job, "work", "render")), plan, state)
                 tasks = job.tasks(setup, run_json, resources)
                 driver = Driver(store, plan, state, job.run, tasks, job.cache_dir, on_progress, on_note)
                 try:
@@ -738,4 +738,4 @@ def run_job(job: Job, on_progress: Callable[[Progress], None] | None = None,
                   shards=len(index["shards"]), bytes=sum(s["bytes"] for s in index["shards"]),
                   session_done=driver.session_done, session_s=time.monotonic() - driver.t0,
                   failed_attempts=state.failed_attempts, retries=state.retries, quarantine=state.quarantine,
-                  resources=resources.describe(), stats=stats)
+                  resources=resources.describe(getattr(job, "work", "render")), stats=stats)

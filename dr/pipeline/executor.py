@@ -77,7 +77,9 @@ class RayExecutor:
         opts = {"num_cpus": task.cpus, "num_gpus": task.gpus, "max_retries": task.retries, "name": f"dr-{kind}"}
         if task.retry_on:
             opts["retry_exceptions"] = list(task.retry_on)
-        self._remote[kind] = ray.remote(task.fn).options(**opts)
+        # max_calls 0: a worker process serves every task of the kind it is given (Ray would end one after each
+        # task that asks for a GPU), so what a process loads once (Blender, the labelling models) serves them all
+        self._remote[kind] = ray.remote(max_calls=0)(task.fn).options(**opts)
 
     def submit(self, kind: str, *args: Any) -> Any:
         return self._remote[kind].remote(*args)

@@ -30,9 +30,9 @@ class Resources:
     local: bool
     in_process: bool = False  # the tasks run in the driver's process (dr.pipeline.executor.InProcessExecutor)
 
-    def describe(self) -> str:
+    def describe(self, work: str = "render") -> str:
         on = "1 GPU" if self.gpu else "CPU"
-        what = (f"{self.workers} render worker{'s' * (self.workers != 1)} ({on}, {self.threads} thread"
+        what = (f"{self.workers} {work} worker{'s' * (self.workers != 1)} ({on}, {self.threads} thread"
                 f"{'s' * (self.threads != 1)} each)")
         if self.in_process:
             return f"{what} in the driver's process (no Ray)"

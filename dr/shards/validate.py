@@ -27,7 +27,7 @@ from dr.shards.stream import StreamProblem, iter_raw_samples
 from dr.shards.writer import INDEX_NAME, is_shard_name
 
 SOURCES = ("synthetic", "real")
-PROVENANCES = ("rendered", "estimated", "missing")
+PROVENANCES = ("rendered", "estimated", "captured", "missing")  # captured: a real clip's rgb
 # float16 has 11 significant bits: a unit vector rounded per component is off by < 1e-3 in length
 NORMAL_TOL = 1e-2
 # values clipped to [0, 1] before the cast stay in [0, 1]; this only forgives other writers' rounding
@@ -101,7 +101,7 @@ def _meta_problems(key: str, meta) -> list[str]:
         out.append(f"metadata run_id is {meta.get('run_id')!r}, expected a non-empty string")
     passes = meta.get("passes")
     if not isinstance(passes, dict):
-        out.append("metadata has no passes provenance (a dict pass -> {provenance: rendered|estimated|missing})")
+        out.append("metadata has no passes provenance (a dict pass -> {provenance: rendered|estimated|captured|missing})")
         return out
     for name in PASSES:
         entry = passes.get(name)
@@ -291,6 +291,13 @@ def _env_problems(sample: Sample) -> list[str]:
     return out
 
 
+def _real_mask_of_ones(meta, name: str, a) -> bool:
+    """A real clip's mask: not estimated (provenance missing) but stored as 1 everywhere, as DESIGN
+    section 2 says, so that readers need no special case."""
+    return (name == "mask" and isinstance(meta, dict) and meta.get("source") == "real"
+            and isinstance(a, np.ndarray) and a.size > 0 and bool((a == 1).all()))
+
+
 def sample_problems(sample: Sample) -> list[str]:
     """What is wrong with one decoded sample (see ``check_sample``), without the key in front."""
     meta = sample.meta
@@ -303,7 +310,7 @@ def sample_problems(sample: Sample) -> list[str]:
             if prov != "missing":
                 out.append(f"missing member {sample.key}.{name}.npy.zst (metadata says {prov or 'nothing'})")
             continue
-        if prov == "missing":
+        if prov == "missing" and not _real_mask_of_ones(meta, name, sample.passes[name]):
             out.append(f"{name} is stored but metadata says it is missing")
         problems, shape_ok = _pass_problems(name, sample.passes[name], dims)
         out += problems
