@@ -285,3 +285,48 @@ def test_export_for_the_official_scripts(tmp_path):
     assert [len([f for f in v if ".basecolor." in f]) for v in fwd.values()] == [57, 3]
     rc = run_app("export", str(tmp_path / "long"), "--out", str(tmp_path / "x"), "--for", "sd")
     assert rc == 2
+
+
+def test_a_dl3dv_export_reads_back_as_the_clip_through_the_real_clip_reader(tmp_path):
+    """--format dl3dv: each clip a DL3DV-style scene that dr.labeling.dl3dv reads back at the clip's camera:
+    K and c2w exactly, rgb as the display view linearised (8-bit), the downscaled copies by area averaging."""
+    from dr.labeling.dl3dv import find_scenes, load_scene, segment_clip
+    from dr.shards import views
+
+    clips = {}
+    Tn, Hn, Wn = 2, 32, 48
+    K = np.array([[40.0, 0, 24.5], [0, 41.0, 15.5], [0, 0, 1]], np.float32)
+    c2w = np.stack([np.eye(4, dtype=np.float32)] * Tn)
+    c2w[1, :3, 3] = [0.5, -0.25, 2.0]
+    with ShardWriter(tmp_path / "run" / "shards", 0) as w:
+        for i, k in enumerate(("clip_a", "clip_b")):
+            clips[k] = make_clip(seed=i, T=Tn, H=Hn, W=Wn)
+            m = clip_members(k, clips[k])
+            m["intrinsics.npy"] = npy_bytes(np.stack([K] * Tn))
+            m["c2w.npy"] = npy_bytes(c2w)
+            w.add(k, m)
+    out = tmp_path / "scenes"
+    res = export_run(str(tmp_path / "run"), out, ExportSettings(format="dl3dv"))
+    assert sorted(res.exported) == ["clip_a", "clip_b"]
+    assert [p.name for p in find_scenes(out)] == ["clip_a", "clip_b"]
+    for k, passes in clips.items():
+        assert sorted(p.name for p in (out / k).iterdir()) == ["images", "images_2", "transforms.json"]
+        full = load_scene(out / k, out)
+        assert full.factor == 1 and len(full.frames) == Tn
+        clip = segment_clip(full, 0, Tn, 1, Hn, Wn)
+        assert np.allclose(clip.K[0], K, atol=1e-5) and np.array_equal(clip.c2w, c2w)
+        display = views.rgb_display(passes["rgb"].astype(np.float32))
+        want = srgb_to_linear(u8(display) / 255.0)
+        assert np.abs(clip.rgb.astype(np.float32) - want).max() < 2e-3
+        half = load_scene(out / k, out, covers=(Hn // 2, Wn // 2))  # the copy at half size covers it
+        assert half.factor == 2
+        small = segment_clip(half, 0, Tn, 1, Hn // 2, Wn // 2)
+        area = u8(display).astype(np.float64).reshape(Tn, Hn // 2, 2, Wn // 2, 2, 3).mean((2, 4))
+        assert np.abs(small.rgb.astype(np.float32) - srgb_to_linear(np.floor(area + 0.5) / 255.0)).max() < 2e-3
+        assert np.allclose(small.K[0], [[20.0, 0, 12.25], [0, 20.5, 7.75], [0, 0, 1]], atol=1e-5)
+
+
+def srgb_to_linear(x):
+    from dr.srgb import srgb_to_linear as f
+
+    return f(np.asarray(x, np.float64))

@@ -29,7 +29,9 @@ def export(
                                       show_default=False)],
     format_: Annotated[str, typer.Option(
         "--format", help="layout to write; diffusion-renderer: <clip>/<chunk>.<frame>.<pass>.png as the official "
-                         "DiffusionRenderer loaders read (default)", show_default=False)] = "diffusion-renderer",
+                         "DiffusionRenderer loaders read (default); dl3dv: each clip as a DL3DV-style scene "
+                         "(transforms.json, images/frame_XXXXX.png of its rgb) for `dr-data autolabel`, whose labels "
+                         "then have a known truth", show_default=False)] = "diffusion-renderer",
     chunk_frames: Annotated[Optional[int], typer.Option("--chunk-frames", min=0, help="frames per chunk (the <chunk> "
                                                         "part of the names; frame numbers restart in each chunk); 0: "
                                                         "the whole clip is chunk 0000 (default 0)",

@@ -25,6 +25,13 @@ Encodings (8-bit RGB PNG, 3 channels everywhere, as their loaders stack H x W x 
   Cosmos loader builds them (the SVD model used 512 x 512: --env-size 512x512).
 Background pixels of the other passes are what the shard holds (0; a zero normal becomes 128).
 
+Format ``dl3dv``: each clip as a DL3DV-style scene that ``dr-data autolabel`` reads (DESIGN section 2,
+"Real clips"): ``OUT/<clip>/transforms.json`` (nerfstudio, camera_model OPENCV with no distortion, the
+clip's K and size, each frame's c2w as transform_matrix) and ``OUT/<clip>/images/frame_XXXXX.png``
+(rgb as above: one exposure per clip, sRGB, 8-bit; images_2/, images_4/, images_8/ hold copies
+shrunk by area averaging, down to 16 px, as DL3DV ships). Labelling synthetic clips this way gives labels
+whose truth is known, pixel for pixel (the same camera, the same size).
+
 Each clip is written into ``OUT/<clip>.partial/``, its record into ``OUT/.export/<clip>.json``, then
 the folder is renamed to ``OUT/<clip>``: a clip folder is complete or absent, and running again skips
 the complete ones (and replaces leftover ``.partial`` folders). ``export.json`` is rewritten from the
@@ -59,7 +66,7 @@ from dr.shards.reader import Sample, iter_shard, shard_urls
 from dr.shards.stream import ShardFormatError, tar_keys
 from dr.srgb import linear_to_srgb
 
-FORMATS = ("diffusion-renderer",)
+FORMATS = ("diffusion-renderer", "dl3dv")
 GBUFFER_PASSES = ("rgb", "basecolor", "metallic", "roughness", "normal", "depth")
 ENV_PASSES = ("env_ldr", "env_log")
 DEPTH_QUANTILES = (0.02, 0.98)
@@ -185,9 +192,47 @@ def _save_png(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(np.ascontiguousarray(arr)).save(path, format="PNG")
 
 
+def export_scene(sample: Sample, dest: Path, threads: int = 4) -> dict:
+    """Write one clip as a DL3DV-style scene into ``dest`` (module docstring) and return its record."""
+    dest = Path(dest)
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    if "rgb" not in sample.passes or sample.c2w is None or sample.intrinsics is None:
+        raise UserError(f"clip {sample.key} has no rgb or cameras: a DL3DV scene needs both")
+    rgb = encode_rgb(sample.passes["rgb"])
+    T, H, W = rgb.shape[:3]
+    K = np.asarray(sample.intrinsics[0], dtype=np.float64)
+    names = [f"frame_{t + 1:05d}.png" for t in range(T)]
+    # DL3DV ships downscaled copies too; the reader takes the smallest that covers the clip size, so a
+    # small clip is read from frames shrunk with area averaging, not sampled from full-size ones
+    factors = [f for f in (1, 2, 4, 8) if f == 1 or (H % f == 0 and W % f == 0 and min(H, W) // f >= 16)]
+
+    def write(t: int) -> None:
+        import cv2
+
+        for f in factors:
+            d = dest / ("images" if f == 1 else f"images_{f}")
+            d.mkdir(exist_ok=True)
+            img = rgb[t] if f == 1 else cv2.resize(rgb[t], (W // f, H // f), interpolation=cv2.INTER_AREA)
+            _save_png(d / names[t], img)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(write, range(T)))
+    meta = {"camera_model": "OPENCV", "w": W, "h": H, "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2],
+            "cy": K[1, 2], "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+            "frames": [{"file_path": f"images/{n}", "transform_matrix": np.asarray(m, np.float64).tolist()}
+                       for n, m in zip(names, sample.c2w)],
+            "dr": {"clip": sample.key, "run_id": sample.meta.get("run_id"), "source": sample.meta.get("source")}}
+    write_text_atomic(dest / "transforms.json", json.dumps(meta, indent=1) + "\n")
+    return {"clip": sample.key, "run_id": sample.meta.get("run_id"), "source": sample.meta.get("source"),
+            "frames": T, "height": H, "width": W, "passes": ["rgb"], "image_factors": factors,
+            "files": T * len(factors) + 1}
+
+
 def export_clip(sample: Sample, dest: Path, settings: ExportSettings = ExportSettings(), threads: int = 4) -> dict:
     """Write one clip's files into the folder ``dest`` (the layout of the module docstring) and
     return its record: size, chunks, passes written, env size, depth range (near/far, depth units)."""
+    if settings.format == "dl3dv":
+        return export_scene(sample, dest, threads)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     p = sample.passes
@@ -295,8 +340,9 @@ def write_export_json(out: Path, source: str, settings: ExportSettings) -> Path:
         clips.append(json.loads(rec.read_text()))
     doc = {
         "format": settings.format,
-        "layout": "<clip>/<chunk:04d>.<frame:04d>.<pass>.png",
-        "passes": list(GBUFFER_PASSES) + list(ENV_PASSES),
+        "layout": ("<clip>/transforms.json, <clip>/images/frame_XXXXX.png" if settings.format == "dl3dv"
+                   else "<clip>/<chunk:04d>.<frame:04d>.<pass>.png"),
+        "passes": ["rgb"] if settings.format == "dl3dv" else list(GBUFFER_PASSES) + list(ENV_PASSES),
         "source": str(source),
         "settings": settings.as_json(),
         "encoding": ENCODING,
