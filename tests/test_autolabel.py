@@ -188,6 +188,7 @@ def test_autolabel_labels_real_clips_against_their_truths_and_resumes_after_kill
     ("light not a folder", "--light"),
     ("forward checkpoint", "not an inverse renderer"),
     ("no usable scene", "holds no usable scene"),
+    ("multi-step with --single-step", "is a multi-step inverse renderer"),
 ])
 def test_bad_input_is_one_line_and_exit_2(world, tmp_path, capfd, case, message):
     out = tmp_path / "run"
@@ -205,6 +206,8 @@ def test_bad_input_is_one_line_and_exit_2(world, tmp_path, capfd, case, message)
 
         new_forward_renderer(tiny_base(0), (16, 32, 32, 32)).save_pretrained(fwd)
         args = [*base, "--inverse", str(fwd)]
+    elif case == "multi-step with --single-step":
+        args = [*base, "--single-step"]
     else:
         bad = tmp_path / "scenes"
         shutil.copytree(world["scenes"] / "2K" / "short", bad / "short")

@@ -27,6 +27,10 @@ def autolabel(
                         "ControlNet), depth/ (DPT), lora/exposure/ and optionally lora/turbo/ and vae/; or 'hub' "
                         "for their hub ids; `dr-train init-tiny` writes a tiny one to OUT/diffusionlight; default "
                         "$DR_AUTOLABEL_LIGHT", show_default=False)] = None,
+    single_step: Annotated[bool, typer.Option("--single-step", help="require a single-step inverse renderer "
+                                              "(`dr-train inverse --single-step`, Ouroboros): one network evaluation "
+                                              "a clip; a single-step checkpoint runs in one step with or without "
+                                              "this")] = False,
     device: Annotated[str, typer.Option("--device", help="auto (a GPU per labelling task when Ray has GPUs, else the "
                                                          "CPU), cuda or cpu")] = "auto",
     ray_address: Annotated[Optional[str], typer.Option(
@@ -66,8 +70,8 @@ def autolabel(
         out = str(Path(out).expanduser().absolute())
     req = Request(scenes=str(scenes), out=out, cfg=cfg, inverse=inverse, light=light,
                   ray_address=ray_address or os.environ.get("RAY_ADDRESS") or None, workers=workers,
-                  clips_per_shard=clips_per_shard, device=device, dry_run=dry_run, cache_dir=cache_dir,
-                  argv=sys.argv[1:])
+                  clips_per_shard=clips_per_shard, device=device, single_step=single_step, dry_run=dry_run,
+                  cache_dir=cache_dir, argv=sys.argv[1:])
     with run_progress("labelling" if not dry_run else "dry run", None) as (on_start, on_progress, on_note):
         try:
             rep = run_autolabel(req, on_progress=on_progress, on_note=on_note, on_start=on_start)

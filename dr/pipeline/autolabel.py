@@ -52,6 +52,7 @@ class Request:
     workers: int | None = None
     clips_per_shard: int = 16
     device: str = "auto"
+    single_step: bool = False  # refuse an inverse renderer that is not single-step
     dry_run: bool = False
     cache_dir: Path | None = None
     argv: list[str] = field(default_factory=list)
@@ -161,6 +162,9 @@ def resolve_models(req: Request) -> tuple[str | None, str | None]:
         cls = pipeline_class(folder)
         if cls != "InverseRendererPipeline":
             raise UserError(f"--inverse {inverse}: {folder} holds a {cls}, not an inverse renderer of `dr-train inverse`")
+        if req.single_step and not json.loads((folder / "model_index.json").read_text()).get("single_step"):
+            raise UserError(f"--single-step: {folder} is a multi-step inverse renderer; give one fine-tuned by "
+                            f"`dr-train inverse --single-step`, or leave --single-step out")
         folder = str(folder)
     if light is not None:
         light = check_light(light)
