@@ -236,3 +236,16 @@ def test_a_dry_run_reads_every_clip_and_a_run_with_other_settings_is_refused(wor
     samples = list(__import__("dr.shards.reader", fromlist=["iter_samples"]).iter_samples(str(out)))
     assert len(samples) == 5 and all(s.meta["passes"]["basecolor"]["provenance"] == "missing" for s in samples)
     assert all(s.env is None and s.meta["env"]["provenance"] == "missing" for s in samples)
+
+
+def test_help_names_the_light_folder_layout_and_the_config_has_units(capsys):
+    assert run_app("autolabel", "--help") == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for part in ("sdxl/", "controlnet/", "depth/", "lora/exposure/", "lora/turbo/", "'hub'", "--dry-run",
+                 "--single-step", "init-tiny", "quarantine.jsonl"):
+        assert part in text, part
+    assert run_app("autolabel", "x", "--out", "y", "--print-config") == 0
+    cfg = capsys.readouterr().out
+    for line in ("size: 1024  # side of the letterboxed square the ball is painted in, px", "balls: 30",
+                 "segments_per_video: 15", "mode: normal", "unwrap: perspective"):
+        assert line in cfg, line
