@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh Debian machine with Python 3.11:
 #   make demo   installs what is needed and runs the main job on the built-in assets
-#   make test   installs what is needed and runs the tests
+#   make test   installs what is needed and runs the tests (those marked slow left out)
+#   make test-all  the same with the slow tests
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -14,7 +15,7 @@ export DR_CACHE_DIR ?= $(CURDIR)/.cache/dr
 TORCH_INDEX ?=
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 
-.PHONY: demo test install system-deps bench clean
+.PHONY: demo test test-all install system-deps bench clean
 
 system-deps:
 	./scripts/install-system-deps.sh $(PYTHON)
@@ -39,6 +40,9 @@ demo: install
 	@echo "      open $(DEMO)/preview/index.html in a browser; dr-data status $(DEMO)/run shows the run"
 
 test: install
+	$(BIN)/python -m pytest -q -m "not slow" --durations=25
+
+test-all: install
 	$(BIN)/python -m pytest -q --durations=25
 
 bench: install

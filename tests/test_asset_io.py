@@ -65,6 +65,7 @@ def members(run: Path) -> dict[str, bytes]:
     return got
 
 
+@pytest.mark.slow
 def test_a_failed_first_read_of_every_asset_changes_nothing(builtin_manifest, cache_dir, tmp_path):
     """Two runs of the same clips: a clean one with one render worker of 2 threads, and one with
     2 workers of 1 thread each whose file system fails the first read of every object and HDRI.

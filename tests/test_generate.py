@@ -188,6 +188,7 @@ def test_kill_9_of_the_driver_then_the_same_command_gives_the_same_clips(referen
     assert {k: m["scene_spec"] for k, m in metas.items()} == {k: m["scene_spec"] for k, m in ref.items()}
 
 
+@pytest.mark.slow
 def test_a_render_worker_killed_mid_clip_is_retried_and_the_run_completes(tmp_path, ray_tmp):
     out = tmp_path / "run"
     # 24 frames, so that a clip lasts long enough to be caught in the middle
@@ -310,6 +311,7 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_an_output_that_fills_up_mid_run_stops_cleanly_and_the_run_resumes(tmp_path, ray_tmp):
     mnt = tmp_path / "mnt"
     _mount_tmpfs(mnt, "256m")
@@ -506,6 +508,7 @@ def test_a_run_stopped_by_failures_resumes_with_the_next_attempts(tmp_path, ray_
         assert metas[spec.clip_id]["scene_spec"] == json.loads(spec.to_json())
 
 
+@pytest.mark.slow
 def test_a_lost_slot_leaves_its_shard_short_and_says_so(tmp_path, ray_tmp):
     out = tmp_path / "run"
     assert _dry(out, ray_tmp).returncode == 0
@@ -547,6 +550,7 @@ def test_an_unreachable_cluster_is_one_line_and_exit_2_within_the_timeout(tmp_pa
     assert took < 60 and not (tmp_path / "run").exists()  # was: minutes of Ray's warnings
 
 
+@pytest.mark.slow
 def test_drivers_started_at_once_on_a_new_folder_leave_one_whole_run(tmp_path, ray_tmp):
     # was: the refused driver removed run.json, plan and manifest of the other, which then died (3 of 3)
     from dr.shards.reader import iter_samples

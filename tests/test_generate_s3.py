@@ -43,6 +43,7 @@ def _fs(env):
     return s3fs.S3FileSystem(key="test", secret="test", endpoint_url=env["AWS_ENDPOINT_URL"])
 
 
+@pytest.mark.slow
 def test_a_run_on_s3_makes_valid_shards_and_resumes(s3_env, monkeypatch):
     url = f"s3://{BUCKET}/runs/tiny"
     r = run_cli("generate", "--n", "3", "--out", url, "--preset", "tiny", "--clips-per-shard", "2", env=s3_env)

@@ -246,6 +246,7 @@ def test_bad_input_is_one_line_and_exit_2(shards_run, tiny_base_dir, tmp_path, c
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_the_same_command_continues_with_the_same_losses(shards_run, tiny_base_dir, tmp_path):
     import os
     import signal
@@ -461,6 +462,7 @@ def test_cache_latents_holds_what_the_vae_gives_and_training_reads_it(shards_run
     assert r.returncode == 2 and "--set data.latent_cache=false" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_env_encoder_pretraining_learns_the_forward_renderer_keeps_it_frozen_and_fine_tunes_to_one_step(
         shards_run, tiny_base_dir, tmp_path, capfd):
     from safetensors.torch import load_file
