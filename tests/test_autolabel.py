@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_app, run_cli
-from test_dl3dv import DIST, Camera, distorted_frame, orbit, pattern, write_scene
+from test_dl3dv import DIST, Camera, distorted_frame, orbit, pattern, rendered_frame, write_scene
 
 torch = pytest.importorskip("torch")
 
@@ -60,19 +60,8 @@ def world(tmp_path_factory):
     T, H, W = rgb.shape[:3]
     Kc = sample.intrinsics[0].astype(np.float64)
     cam = Camera(w=4 * W, h=4 * H, fx=4 * Kc[0, 0], fy=4 * Kc[1, 1], cx=4 * Kc[0, 2], cy=4 * Kc[1, 2], **DIST)
-
-    def frame(t):
-        def truth(x, y):
-            px = np.clip(Kc[0, 0] * x + Kc[0, 2] - 0.5, 0, W - 1.001)
-            py = np.clip(Kc[1, 1] * y + Kc[1, 2] - 0.5, 0, H - 1.001)
-            x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
-            fx, fy = (px - x0)[..., None], (py - y0)[..., None]
-            im = rgb[t]
-            return ((im[y0, x0] * (1 - fx) + im[y0, x0 + 1] * fx) * (1 - fy)
-                    + (im[y0 + 1, x0] * (1 - fx) + im[y0 + 1, x0 + 1] * fx) * fy)
-        return distorted_frame(cam, 4, truth)
-
-    write_scene(scenes / "1K" / "rendered", cam, [m.astype(np.float64) for m in sample.c2w], [frame(t) for t in range(T)])
+    write_scene(scenes / "1K" / "rendered", cam, [m.astype(np.float64) for m in sample.c2w],
+                [rendered_frame(rgb[t], Kc, cam) for t in range(T)])
     portrait = Camera(w=192, h=256, fx=170.0, fy=171.0, cx=97.0, cy=127.0, **DIST)
     write_scene(scenes / "1K" / "portrait", portrait, orbit(6), [distorted_frame(portrait, 4, pattern)] * 6)
     land = Camera(w=256, h=192, fx=200.0, fy=200.0, cx=128.0, cy=96.0, **DIST)

@@ -49,6 +49,22 @@ def distorted_frame(cam: Camera, factor: int, truth) -> np.ndarray:
     return truth(x, y)
 
 
+def rendered_frame(im: np.ndarray, Kc: np.ndarray, cam: Camera, factor: int = 4) -> np.ndarray:
+    """A rendered frame ``im`` (H, W, 3) of pinhole camera ``Kc`` as the distorted camera ``cam`` sees it at
+    the image folder's ``factor``: each pixel shows ``im`` at its pinhole ray, sampled bilinearly."""
+    H, W = im.shape[:2]
+
+    def truth(x, y):
+        px = np.clip(Kc[0, 0] * x + Kc[0, 2] - 0.5, 0, W - 1.001)
+        py = np.clip(Kc[1, 1] * y + Kc[1, 2] - 0.5, 0, H - 1.001)
+        x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
+        fx, fy = (px - x0)[..., None], (py - y0)[..., None]
+        return ((im[y0, x0] * (1 - fx) + im[y0, x0 + 1] * fx) * (1 - fy)
+                + (im[y0 + 1, x0] * (1 - fx) + im[y0 + 1, x0 + 1] * fx) * fy)
+
+    return distorted_frame(cam, factor, truth)
+
+
 def write_scene(folder: Path, cam: Camera, c2ws, frames_linear, factor=4, names=None) -> None:
     """A DL3DV scene: transforms.json (full-resolution intrinsics, file paths under images/ as
     DL3DV writes them) and the frames as 8-bit sRGB PNG in images_<factor>/ only."""
@@ -151,20 +167,9 @@ def test_a_rendered_clip_through_the_distortion_comes_back(tmp_path):
     Kc = sample.intrinsics[0].astype(np.float64)
     cam = Camera(w=4 * W, h=4 * H, fx=4 * Kc[0, 0], fy=4 * Kc[1, 1], cx=4 * Kc[0, 2], cy=4 * Kc[1, 2], **DIST)
 
-    def frame(t):
-        def truth(x, y):  # the rendered frame sampled at the pinhole ray (bilinear)
-            px = np.clip(Kc[0, 0] * x + Kc[0, 2] - 0.5, 0, W - 1.001)
-            py = np.clip(Kc[1, 1] * y + Kc[1, 2] - 0.5, 0, H - 1.001)
-            x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
-            fx, fy = (px - x0)[..., None], (py - y0)[..., None]
-            im = rgb[t]
-            return ((im[y0, x0] * (1 - fx) + im[y0, x0 + 1] * fx) * (1 - fy)
-                    + (im[y0 + 1, x0] * (1 - fx) + im[y0 + 1, x0 + 1] * fx) * fy)
-        return distorted_frame(cam, 4, truth)
-
     c2w = [m.astype(np.float64) for m in sample.c2w]
     folder = tmp_path / "scene"
-    write_scene(folder, cam, c2w, [frame(t) for t in range(T)])
+    write_scene(folder, cam, c2w, [rendered_frame(rgb[t], Kc, cam) for t in range(T)])
     scene = load_scene(folder, covers=(H, W))
     clip = segment_clip(scene, 0, T, 1, H, W)
     assert np.allclose(clip.K[0], Kc, atol=1e-4)  # same size, same camera: the render's own K

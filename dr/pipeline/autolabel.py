@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import socket
 import time
 from dataclasses import dataclass, field
@@ -61,7 +60,7 @@ class Request:
 def versions() -> dict:
     import importlib.metadata
 
-    import dr
+    from dr.pipeline.generate import versions as run_versions
 
     def v(dist: str) -> str | None:
         try:
@@ -69,8 +68,8 @@ def versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    return {"dr": dr.__version__, "torch": v("torch"), "diffusers": v("diffusers"), "transformers": v("transformers"),
-            "ray": v("ray"), "python": platform.python_version()}
+    return {**{k: x for k, x in run_versions().items() if k != "blender"},
+            **{d: v(d) for d in ("torch", "diffusers", "transformers")}}
 
 
 def scene_digest(scene_id: str) -> str:
@@ -356,11 +355,10 @@ def label_clip(ctx: dict, index: int, attempt: int, try_: int) -> dict:
     from dr.cache import cache_dir as resolve_cache
     from dr.labeling.autolabel import inverse_passes, models, sample_members
     from dr.labeling.dl3dv import SceneError, load_scene, segment_clip
-    from dr.pipeline.clip_task import _storage_message
+    from dr.pipeline.clip_task import _storage_message, publish_sample
     from dr.pipeline.markers import done_name, failed_name, running_name, write_marker
     from dr.pipeline.run_store import StorageError, is_storage_error
     from dr.scenes.sampler import clip_id
-    from dr.shards.writer import SampleTar
 
     store = RunStore(ctx["run"])
     cache = resolve_cache(ctx.get("cache_dir"))
@@ -410,16 +408,7 @@ def label_clip(ctx: dict, index: int, attempt: int, try_: int) -> dict:
         extra = {"seed": ctx["seed"], "index": index, "fps": c["fps"] / c["stride"],
                  "timings_s": {k: round(v, 4) for k, v in timings.items()}}
         members = sample_members(key, ctx["run_id"], clip, scene, passes, env, labelling, extra)
-        tar_path = staging / f"{key}.tar"
-        tar_path.unlink(missing_ok=True)
-        tar = SampleTar(tar_path)
-        try:
-            tar.add(key, members)
-            entry = tar.close()
-        except BaseException:
-            tar.discard()
-            raise
-        store.put_file(tar_path, f"clips/{key}.tar", move=True)
+        entry = publish_sample(store, staging, key, members)
         timings["commit"] = time.perf_counter() - t
         out["done"] = {**record, "sha256": entry["sha256"], "bytes": entry["bytes"], "timings": timings,
                        "device": device, "wall_s": time.perf_counter() - t0, "scene": row["scene"], "start": start}

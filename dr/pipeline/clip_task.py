@@ -166,7 +166,6 @@ def _render(ctx: dict, store: RunStore, cache: Path, staging: Path, spec, attemp
     """Render and publish one spec. Returns {done: {...}} or {failure: {...}} or {system: {...}}."""
     from dr.render.errors import RenderError
     from dr.shards.schema import member_suffixes
-    from dr.shards.writer import SampleTar
 
     key = spec.clip_id
     log_rel = f"logs/{key}.a{attempt}.t{try_}.log"
@@ -205,6 +204,17 @@ def _render(ctx: dict, store: RunStore, cache: Path, staging: Path, spec, attemp
         members = {s: sample_dir / s for s in member_suffixes() if (sample_dir / s).exists()}
         timings, device = result["timings"], result["device"]
     t = time.perf_counter()
+    entry = publish_sample(store, staging, key, members, before=lambda: _publish_log(store, log, log_rel))
+    timings = {**timings, "commit": time.perf_counter() - t}
+    return {"done": {"sha256": entry["sha256"], "bytes": entry["bytes"], "timings": timings, "device": device,
+                     "log": log_rel, "spec_sha256": _sha(spec.to_json())}}
+
+
+def publish_sample(store: RunStore, staging: Path, key: str, members: dict, before=None) -> dict:
+    """Pack one sample into a one-sample tar in ``staging`` and publish it as clips/<key>.tar (``before``:
+    called between the two); returns the tar's entry (sha256, bytes)."""
+    from dr.shards.writer import SampleTar
+
     tar_path = staging / f"{key}.tar"
     tar_path.unlink(missing_ok=True)
     tar = SampleTar(tar_path)
@@ -214,11 +224,10 @@ def _render(ctx: dict, store: RunStore, cache: Path, staging: Path, spec, attemp
     except BaseException:
         tar.discard()
         raise
-    _publish_log(store, log, log_rel)
+    if before is not None:
+        before()
     store.put_file(tar_path, f"clips/{key}.tar", move=True)
-    timings = {**timings, "commit": time.perf_counter() - t}
-    return {"done": {"sha256": entry["sha256"], "bytes": entry["bytes"], "timings": timings, "device": device,
-                     "log": log_rel, "spec_sha256": _sha(spec.to_json())}}
+    return entry
 
 
 def _publish_log(store: RunStore, log: Path, rel: str) -> None:
