@@ -100,6 +100,6 @@ def autolabel(
                       soft_wrap=True, highlight=False)
     console.print(f"  next: dr-data validate {rep.run}; dr-data preview {rep.run} --out {rep.run.rstrip('/')}-preview",
                   soft_wrap=True, highlight=False)
-    if rep.lost and len(rep.lost) > sum(1 for _ in bad):
+    if rep.lost:
         console.print(f"[yellow]note:[/] {len(rep.lost)} clip slots were given up (their scenes are quarantined, or "
                       f"see `dr-data status {rep.run}`)", soft_wrap=True, highlight=False)

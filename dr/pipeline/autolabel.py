@@ -58,18 +58,10 @@ class Request:
 
 
 def versions() -> dict:
-    import importlib.metadata
-
-    from dr.pipeline.generate import versions as run_versions
-
-    def v(dist: str) -> str | None:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+    from dr.pipeline.generate import dist_version, versions as run_versions
 
     return {**{k: x for k, x in run_versions().items() if k != "blender"},
-            **{d: v(d) for d in ("torch", "diffusers", "transformers")}}
+            **{d: dist_version(d) for d in ("torch", "diffusers", "transformers")}}
 
 
 def scene_digest(scene_id: str) -> str:
@@ -275,6 +267,7 @@ class AutolabelJob:
                "scenes_root": str(Path(self.req.scenes).expanduser().absolute()),
                "clips": c.clips.model_dump(mode="json"), "inverse_cfg": c.inverse.model_dump(mode="json"),
                "light_cfg": c.light.model_dump(mode="json"), "inverse": setup.inverse, "light": setup.light,
+               "inverse_sha256": setup.identity["inverse_sha256"],
                "max_attempts": c.run.max_attempts, "dry_run": self.req.dry_run,
                "threads": c.device.threads or resources.threads, "gpu": resources.gpu,
                "cache_dir": str(self.req.cache_dir) if self.req.cache_dir else None}
@@ -350,14 +343,11 @@ def _scene_light(ctx: dict, store: RunStore, scene, m) -> tuple:
 def label_clip(ctx: dict, index: int, attempt: int, try_: int) -> dict:
     """Label item ``index`` (a segment of a scene): {index, key, attempt, excluded, failures, done,
     system, storage} as the engine's tasks return."""
-    import shutil
-
     from dr.cache import cache_dir as resolve_cache
     from dr.labeling.autolabel import inverse_passes, models, sample_members
     from dr.labeling.dl3dv import SceneError, load_scene, segment_clip
-    from dr.pipeline.clip_task import _storage_message, publish_sample
-    from dr.pipeline.markers import done_name, failed_name, running_name, write_marker
-    from dr.pipeline.run_store import StorageError, is_storage_error
+    from dr.pipeline.clip_task import publish_sample, slot_guard
+    from dr.pipeline.markers import done_name, failed_name, write_marker
     from dr.scenes.sampler import clip_id
 
     store = RunStore(ctx["run"])
@@ -369,9 +359,7 @@ def label_clip(ctx: dict, index: int, attempt: int, try_: int) -> dict:
               "time": time.time()}
     staging = store.scratch(cache, f"{socket.gethostname()}-{os.getpid()}")
     t0 = time.perf_counter()
-    try:
-        write_marker(store, running_name(key), {**record, "pid": os.getpid(), "started": time.time()})
-        staging.mkdir(parents=True, exist_ok=True)
+    with slot_guard(store, key, staging, record, out):
         row, start = item_of(_scene_rows(store), index)
         c = ctx["clips"]
         timings = {}
@@ -392,7 +380,7 @@ def label_clip(ctx: dict, index: int, attempt: int, try_: int) -> dict:
                 t = time.perf_counter()
                 passes = inverse_passes(m.inverse, clip.rgb, ctx["inverse_cfg"], ctx["seed"] * 1_000_003 + index)
                 timings["inverse"] = time.perf_counter() - t
-                labelling = {"inverse": {"checkpoint": ctx["inverse"], "sha256": _identity_of(store, "inverse_sha256"),
+                labelling = {"inverse": {"checkpoint": ctx["inverse"], "sha256": ctx["inverse_sha256"],
                                          **ctx["inverse_cfg"], "dtype": m.dtype},
                              "light": {"models": ctx["light"], **ctx["light_cfg"], "estimate": light_rec}}
         except SceneError as e:
@@ -413,36 +401,12 @@ def label_clip(ctx: dict, index: int, attempt: int, try_: int) -> dict:
         out["done"] = {**record, "sha256": entry["sha256"], "bytes": entry["bytes"], "timings": timings,
                        "device": device, "wall_s": time.perf_counter() - t0, "scene": row["scene"], "start": start}
         write_marker(store, done_name(key), out["done"])
-    except StorageError as e:
-        out["storage"] = str(e)
-    except OSError as e:
-        if is_storage_error(e):
-            out["storage"] = _storage_message(store, e)
-        else:
-            out["system"] = {**record, "kind": "system", "reason": _storage_message(store, e)}
-    finally:
-        try:
-            store.remove([running_name(key)])
-        except OSError:
-            pass
-        shutil.rmtree(staging / key, ignore_errors=True)
     return out
-
-
-def _identity_of(store: RunStore, name: str):
-    if "identity" not in _rows or _rows.get("identity_run") != store.url:
-        _rows.update(identity_run=store.url, identity=json.loads(store.read_text(RUN_JSON)).get("identity", {}))
-    return _rows["identity"].get(name)
 
 
 def label_clips(ctx: dict, slots: list) -> list[dict]:
     """Label several items, each slot ``(index, attempt, try, excluded)``, one after another in this
-    process (its models loaded once); one result per slot. After a storage failure the rest are
-    not started."""
-    outs: list[dict] = []
-    for index, attempt, try_, _excluded in slots:
-        if outs and outs[-1]["storage"]:
-            outs.append({**outs[-1], "index": index, "key": None, "failures": [], "done": None, "system": None})
-            continue
-        outs.append(label_clip(ctx, index, attempt, try_))
-    return outs
+    process (its models loaded once): dr.pipeline.clip_task.run_slots."""
+    from dr.pipeline.clip_task import run_slots
+
+    return run_slots(lambda index, attempt, try_, _excluded: label_clip(ctx, index, attempt, try_), slots)

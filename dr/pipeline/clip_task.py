@@ -17,7 +17,9 @@ import os
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 from dr.pipeline.markers import done_name, failed_name, running_name, write_marker
 from dr.pipeline.run_store import RunStore, StorageError, is_storage_error
@@ -97,14 +99,12 @@ def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str]
     host = socket.gethostname()
     record = {"key": key, "index": index, "attempt": attempt, "try": try_, "host": host}
     staging = store.scratch(cache, f"{socket.gethostname()}-{os.getpid()}")  # this process's clips
-    try:
-        write_marker(store, running_name(key), {**record, "pid": os.getpid(), "started": time.time()})
-        staging.mkdir(parents=True, exist_ok=True)
+    with slot_guard(store, key, staging, record, out):
         manifest = _manifest(store, cache)
         scene_cfg = SceneConfig.model_validate(ctx["scene"])
         excl = list(excluded)
         while True:
-            record = {**record, "attempt": attempt, "time": time.time()}
+            record.update(attempt=attempt, time=time.time())  # in place: the guard reports the latest
             t0 = time.perf_counter()
             try:
                 spec = sample_scene(scene_cfg, manifest, ctx["seed"], index, attempt, excl)
@@ -129,6 +129,19 @@ def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str]
             out["attempt"], out["excluded"] = attempt, list(excl)
             if attempt >= ctx["max_attempts"]:
                 break
+    return out
+
+
+@contextmanager
+def slot_guard(store: RunStore, key: str, staging: Path, record: dict, out: dict):
+    """What every task does around one slot: the running marker and the staging folder first; a storage
+    failure (the run folder is full or read-only) or another I/O error raised inside is recorded in
+    ``out`` ('storage', or 'system' with ``record`` as it is then: the driver retries with backoff);
+    the running marker and the slot's staging removed last."""
+    try:
+        write_marker(store, running_name(key), {**record, "pid": os.getpid(), "started": time.time()})
+        staging.mkdir(parents=True, exist_ok=True)
+        yield
     except StorageError as e:
         out["storage"] = str(e)
     except OSError as e:
@@ -142,20 +155,24 @@ def run_clip(ctx: dict, index: int, attempt: int, try_: int, excluded: list[str]
         except OSError:
             pass
         shutil.rmtree(staging / key, ignore_errors=True)
-    return out
 
 
-def run_clips(ctx: dict, slots: list[tuple[int, int, int, list[str]]]) -> list[dict]:
-    """Execute several clip slots, each ``(index, attempt, try, excluded)`` as run_clip takes it,
-    one after another in this process; one result per slot, in order. After a storage failure
-    the remaining slots are not started (the driver stops the run) and say so."""
+def run_slots(one: Callable, slots: list) -> list[dict]:
+    """``one(index, attempt, try, excluded)`` for each slot, one after another in this process; one
+    result per slot, in order. After a storage failure the remaining slots are not started (the
+    driver stops the run) and say so."""
     outs: list[dict] = []
     for index, attempt, try_, excluded in slots:
         if outs and outs[-1]["storage"]:
             outs.append({**outs[-1], "index": index, "key": None, "failures": [], "done": None, "system": None})
             continue
-        outs.append(run_clip(ctx, index, attempt, try_, excluded))
+        outs.append(one(index, attempt, try_, excluded))
     return outs
+
+
+def run_clips(ctx: dict, slots: list[tuple[int, int, int, list[str]]]) -> list[dict]:
+    """Execute several clip slots, each ``(index, attempt, try, excluded)`` as run_clip takes it (run_slots)."""
+    return run_slots(lambda *slot: run_clip(ctx, *slot), slots)
 
 
 def _storage_message(store: RunStore, e: OSError) -> str:

@@ -50,16 +50,19 @@ class Request:
     probe_progress: Callable | None = field(default=None, compare=False, repr=False)
 
 
-def versions() -> dict:
-    def v(dist: str) -> str | None:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+def dist_version(dist: str) -> str | None:
+    """The installed version of package ``dist``; None where it is not installed."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
+
+def versions() -> dict:
     import dr
 
-    return {"dr": dr.__version__, "blender": v("bpy"), "ray": v("ray"), "python": platform.python_version()}
+    return {"dr": dr.__version__, "blender": dist_version("bpy"), "ray": dist_version("ray"),
+            "python": platform.python_version()}
 
 
 # ---------------------------------------------------------------------------------------------
