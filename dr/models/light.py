@@ -46,7 +46,6 @@ from dr.errors import UserError
 from dr.models.folders import LIGHT_HUB, check_light
 from dr.models.diffusionlight import EVS, NEGATIVE_PROMPT, PROMPT, PROMPT_DARK, interpolate_embeddings, median_ball
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 @dataclass(frozen=True)
